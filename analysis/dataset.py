@@ -1,0 +1,377 @@
+"""Task and Dataset containers, and choosing one annotation / prediction per task.
+
+A :class:`Dataset` is what :mod:`analysis.io` loads from CoNLL or Label Studio JSON: one
+:class:`Task` per sentence / Label Studio task, with the text, its tokenization, the chosen
+human annotation (``gold``) and the chosen prediction (``pred``) as character spans.
+Offsets are half-open ``[start, end)`` code-point offsets into ``Task.text`` (Python ``str``
+indices, as Label Studio stores them).
+
+Data problems found while loading are collected in :class:`Problems` (``Dataset.problems``):
+tag repairs (lenient CoNLL), spans dropped by lenient validation, and spans that do not line
+up with token boundaries (reported, never moved).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+
+from .spans import Span, SpanTable, TokenizedText, TokenSpan, char_to_token_spans
+
+__all__ = [
+    "Task",
+    "Dataset",
+    "Problems",
+    "Problem",
+    "token_spans",
+    "choose_annotation",
+    "choose_prediction",
+    "check_alignment",
+    "task_name",
+]
+
+logger = logging.getLogger(__name__)
+
+Which = Literal["gold", "pred"]
+
+
+@dataclass
+class Task:
+    """One sentence / Label Studio task.
+
+    Attributes
+    ----------
+    index : 0-based position in the input
+    id : Label Studio task id (``None`` for CoNLL)
+    text : the task text
+    tokens : ``data["tokens"]`` when present (CoNLL origin), else ``tokenize(text)``
+    gold : chosen annotation's spans, sorted by ``(start, end)``; ``None`` when not annotated
+    pred : chosen prediction's spans; ``None`` when there is none
+    pred_score : the chosen prediction's ``score``
+    annotator : who made the chosen annotation (email when known, else user id)
+    split : ``data["split"]`` or ``meta["split"]``
+    data, meta : the task's ``data`` and ``meta`` dicts as read
+    annotation_id : Label Studio id of the chosen annotation
+    model_version : ``model_version`` of the chosen prediction
+    """
+
+    index: int
+    id: int | None
+    text: str
+    tokens: TokenizedText
+    gold: tuple[Span, ...] | None = None
+    pred: tuple[Span, ...] | None = None
+    pred_score: float | None = None
+    annotator: str | None = None
+    split: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    annotation_id: int | None = None
+    model_version: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How messages name this task (``"task 17"``, or ``"task #3"`` without an id)."""
+        return task_name(self.id, self.index)
+
+
+def task_name(task_id: Any, index: int) -> str:
+    """``"task 17"`` for a Label Studio id, ``"task #3"`` (0-based position) without one."""
+    return f"task {task_id}" if task_id is not None else f"task #{index}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One data problem found while loading or writing.
+
+    kind : ``"tag_repair"`` (lenient CoNLL decoding), ``"dropped_span"`` (lenient span
+        validation), ``"misaligned"`` (span boundary inside a token) or ``"no_token"``
+        (span covering no token, e.g. only whitespace)
+    task : ``Task.index``
+    which : ``"gold"`` or ``"pred"``
+    span : the span concerned (``None`` for tag repairs)
+    message : human-readable detail naming the task and position
+    """
+
+    kind: str
+    task: int
+    which: str
+    span: Span | None
+    message: str
+
+
+@dataclass
+class Problems:
+    """Counted data problems (counts *and* the offending items)."""
+
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, problem: Problem) -> None:
+        self.items.append(problem)
+
+    def extend(self, problems: Sequence[Problem]) -> None:
+        self.items.extend(problems)
+
+    def of(self, kind: str) -> list[Problem]:
+        return [p for p in self.items if p.kind == kind]
+
+    def counts(self) -> dict[str, int]:
+        """``{kind: count}`` for the kinds present."""
+        out: dict[str, int] = {}
+        for p in self.items:
+            out[p.kind] = out.get(p.kind, 0) + 1
+        return out
+
+    @property
+    def repairs(self) -> int:
+        """Tag repairs plus spans dropped by lenient validation."""
+        return sum(1 for p in self.items if p.kind in ("tag_repair", "dropped_span"))
+
+    @property
+    def misaligned(self) -> int:
+        """Spans not lining up with token boundaries (including those covering no token)."""
+        return sum(1 for p in self.items if p.kind in ("misaligned", "no_token"))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Dataset:
+    """A loaded NER dataset.
+
+    Attributes
+    ----------
+    tasks : one :class:`Task` per sentence / Label Studio task, ``tasks[i].index == i``
+    labels : entity types (label config order, else sorted)
+    from_name, to_name : Label Studio control / object tag names used for regions
+    value_key : task data key holding the text (``"text"`` for ``$text``)
+    scheme : tag scheme the input was read in (CoNLL), else ``None``
+    problems : repairs and misaligned spans found while loading
+    """
+
+    tasks: list[Task]
+    labels: tuple[str, ...]
+    from_name: str = "label"
+    to_name: str = "text"
+    value_key: str = "text"
+    scheme: str | None = None
+    problems: Problems = field(default_factory=Problems)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def _table(self, which: Which) -> SpanTable:
+        tasks, starts, ends, labs = [], [], [], []
+        lab_id = {lab: i for i, lab in enumerate(self.labels)}
+        for t in self.tasks:
+            spans = t.gold if which == "gold" else t.pred
+            if not spans:
+                continue
+            for s in spans:
+                try:
+                    labs.append(lab_id[s.label])
+                except KeyError:
+                    raise ValueError(
+                        f"{t.name}: {which} label {s.label!r} is not in the dataset labels "
+                        f"{list(self.labels)}"
+                    ) from None
+                tasks.append(t.index)
+                starts.append(s.start)
+                ends.append(s.end)
+        return SpanTable.from_arrays(
+            np.asarray(tasks, dtype=np.int64),
+            np.asarray(starts, dtype=np.int64),
+            np.asarray(ends, dtype=np.int64),
+            np.asarray(labs, dtype=np.int32),
+            self.labels,
+        )
+
+    def gold_table(self) -> SpanTable:
+        """All gold spans, character offsets, ``task = Task.index``; unannotated tasks skipped."""
+        return self._table("gold")
+
+    def pred_table(self) -> SpanTable:
+        """All predicted spans, character offsets, ``task = Task.index``."""
+        return self._table("pred")
+
+    def n_spans(self, which: Which = "gold") -> int:
+        return sum(len((t.gold if which == "gold" else t.pred) or ()) for t in self.tasks)
+
+
+def token_spans(task: Task, which: Which = "gold", *, warn: bool = True) -> list[TokenSpan]:
+    """The task's gold or predicted spans as half-open token spans over ``task.tokens``.
+
+    Misaligned spans are mapped to the tokens they touch and reported with a warning
+    (``warn=True``); spans covering no token are left out.  Returns ``[]`` when the task has
+    no such spans (unannotated / no prediction).
+    """
+    if which not in ("gold", "pred"):
+        raise ValueError(f"which must be 'gold' or 'pred', got {which!r}")
+    spans = task.gold if which == "gold" else task.pred
+    if not spans:
+        return []
+    out, _ = char_to_token_spans(task.tokens, spans, where=task.name, warn=warn)
+    return out
+
+
+def check_alignment(tasks: Sequence[Task], *, warn: bool = True) -> list[Problem]:
+    """Find gold and predicted spans whose boundaries are not token boundaries.
+
+    Vectorised over the whole dataset: every span start must be a token start and every
+    span end a token end of its task.  Offending spans are reported (kind ``"misaligned"``,
+    or ``"no_token"`` when they cover no token), never moved.  One aggregated warning.
+    """
+    if not tasks:
+        return []
+    lengths = np.fromiter((len(t.text) + 1 for t in tasks), dtype=np.int64, count=len(tasks))
+    base = np.zeros(len(tasks), dtype=np.int64)
+    base[1:] = np.cumsum(lengths[:-1])
+    n_tok = np.fromiter((len(t.tokens) for t in tasks), dtype=np.int64, count=len(tasks))
+    if n_tok.sum():
+        tok_base = np.repeat(base, n_tok)
+        tok_starts = np.concatenate([t.tokens.starts for t in tasks]) + tok_base
+        tok_ends = np.concatenate([t.tokens.ends for t in tasks]) + tok_base
+    else:
+        tok_starts = tok_ends = np.zeros(0, dtype=np.int64)
+    problems: list[Problem] = []
+    for which in ("gold", "pred"):
+        pos, st, en = [], [], []
+        for k, t in enumerate(tasks):
+            spans = t.gold if which == "gold" else t.pred
+            if spans:
+                for s in spans:
+                    pos.append(k)
+                    st.append(s.start)
+                    en.append(s.end)
+        if not pos:
+            continue
+        pos_a = np.asarray(pos, dtype=np.int64)
+        gs = np.asarray(st, dtype=np.int64) + base[pos_a]
+        ge = np.asarray(en, dtype=np.int64) + base[pos_a]
+        ok = np.isin(gs, tok_starts) & np.isin(ge, tok_ends)
+        bad_tasks = sorted(set(pos_a[~ok].tolist()))
+        for k in bad_tasks:
+            t = tasks[k]
+            spans = t.gold if which == "gold" else t.pred
+            assert spans is not None  # internal: k came from a task with spans
+            _, rep = char_to_token_spans(t.tokens, spans, where=t.name, warn=False)
+            for s in rep.misaligned:
+                problems.append(
+                    Problem(
+                        "misaligned",
+                        t.index,
+                        which,
+                        s,
+                        f"{t.name}: {which} span [{s.start}, {s.end}) {s.label!r} "
+                        f"({t.text[s.start : s.end]!r}) does not line up with token boundaries",
+                    )
+                )
+            for s in rep.empty:
+                problems.append(
+                    Problem(
+                        "no_token",
+                        t.index,
+                        which,
+                        s,
+                        f"{t.name}: {which} span [{s.start}, {s.end}) {s.label!r} covers no token",
+                    )
+                )
+    if warn and problems:
+        warnings.warn(
+            f"{len(problems)} span(s) do not line up with token boundaries (reported, not moved); "
+            "first: " + "; ".join(p.message for p in problems[:3]),
+            stacklevel=3,
+        )
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing one annotation / prediction per task
+
+
+def _time_key(item: Mapping[str, Any]) -> tuple[float, str]:
+    """Sort key of an annotation/prediction by ``updated_at`` then ``created_at``."""
+    for key in ("updated_at", "created_at"):
+        val = item.get(key)
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
+            return float(val), ""
+        if isinstance(val, str) and val:
+            try:
+                return datetime.fromisoformat(val.replace("Z", "+00:00")).timestamp(), ""
+            except ValueError:
+                return float("-inf"), val  # unparseable: fall back to string order
+    return float("-inf"), ""
+
+
+def _id_key(item: Mapping[str, Any]) -> float:
+    val = item.get("id")
+    return float(val) if isinstance(val, (int, float)) and not isinstance(val, bool) else -1.0
+
+
+def _latest(items: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    if not items:
+        return None
+    # max keeps the first of equal keys; ties on time and id go to the last listed
+    best_i = max(range(len(items)), key=lambda i: (_time_key(items[i]), _id_key(items[i]), i))
+    return items[best_i]
+
+
+def annotator_of(ann: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(user id as str, email)`` of an annotation's ``completed_by`` (either may be None)."""
+    cb = ann.get("completed_by")
+    uid: str | None = None
+    email: str | None = None
+    if isinstance(cb, Mapping):
+        uid = None if cb.get("id") is None else str(cb.get("id"))
+        email = cb.get("email") or None
+    elif cb is not None and not isinstance(cb, bool):
+        uid = str(cb)
+    if email is None:
+        for key in ("created_username", "annotator", "completed_by_email"):
+            val = ann.get(key)
+            if isinstance(val, str) and "@" in val:
+                # created_username looks like "name email@x.org, 7"
+                email = next((w.strip(",") for w in val.split() if "@" in w), None)
+                break
+    return uid, email
+
+
+def choose_annotation(
+    annotations: Sequence[Mapping[str, Any]] | None,
+    *,
+    annotator: str | int | None = None,
+) -> Mapping[str, Any] | None:
+    """The annotation to use: the latest non-cancelled one, or the latest by ``annotator``.
+
+    Latest means greatest ``updated_at`` (else ``created_at``), then greatest ``id``.
+    ``annotator`` matches ``completed_by`` (a user id, or an email).  Returns ``None`` when
+    no annotation qualifies.
+    """
+    if not annotations:
+        return None
+    live = [a for a in annotations if isinstance(a, Mapping) and not a.get("was_cancelled")]
+    if annotator is not None:
+        want = str(annotator).strip()
+        live = [a for a in live if want in {x for x in annotator_of(a) if x}]
+    return _latest(live)
+
+
+def choose_prediction(
+    predictions: Sequence[Mapping[str, Any]] | None,
+    *,
+    model_version: str | None = None,
+) -> Mapping[str, Any] | None:
+    """The latest prediction, or the latest with ``model_version`` when given."""
+    if not predictions:
+        return None
+    preds = [p for p in predictions if isinstance(p, Mapping)]
+    if model_version is not None:
+        preds = [p for p in preds if str(p.get("model_version")) == str(model_version)]
+    return _latest(preds)
