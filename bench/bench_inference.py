@@ -1,0 +1,239 @@
+"""Inference speed: stock HF pipeline (per task / batched) vs ner-quality's runtime, same model.
+
+Modes, each run in its own subprocess (so peak RSS is per mode) on the same texts, the same
+model weights, the same device and thread count:
+
+``pipeline_per_task``
+    ``transformers.pipeline("token-classification", aggregation_strategy="simple")`` called once
+    per text: what a stock Label Studio ML backend example does per task.
+``pipeline_batched``
+    the same pipeline given the whole list with ``batch_size``.
+``ours``
+    ``NerModel.predict(texts)``: text in (``analysis.spans.tokenize``), spans with character
+    offsets, scores and probabilities out; length-sorted token-budget batches.
+``forward_only``
+    only the model forward over exactly the batches ``ours`` builds (tensors prepared before the
+    clock starts): the ceiling for ``ours``; ``ours / forward_only`` is the share of time spent
+    in the model.
+
+Texts: CoNLL-03 test sentences (tokens joined by one space).  The model: ``--model`` (any
+token-classification dir) or, by default, the packaged MiniLM backbone with a fresh seeded head
+(the comparison is about speed; the labels do not matter).  Prints JSON (and ``--out FILE``).
+
+``--quality``: additionally fine-tune the packaged (uncased) backbone on the first
+``--train-limit`` CoNLL-03 train sentences for ``--epochs`` and report test span P/R/F1
+(``analysis.metrics.span_prf``, = seqeval strict IOB2).
+
+    .venv/bin/python bench/bench_inference.py --limit 1000 --out /tmp/bench_inference.json
+    .venv/bin/python bench/bench_inference.py --quality --train-limit 2000 --epochs 1 --limit 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("NERQ_SHARED_DATA", REPO.parent / "shared" / "data"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MODES = ("pipeline_per_task", "pipeline_batched", "ours", "forward_only")
+
+
+def load_texts(path: Path, limit: int) -> list[str]:
+    from analysis.io import load
+
+    ds = load(path, format="conll")
+    tasks = ds.tasks[:limit] if limit else ds.tasks
+    return [t.text for t in tasks]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from ls_backend.runtime import NerModel
+
+    texts = load_texts(Path(args.data), args.limit)
+    model = NerModel.load(args.model_dir, device=args.device)
+    dev = model.device
+    out: dict[str, Any] = {"mode": args.worker, "n": len(texts)}
+    if dev.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    warm = texts[:16]
+    if args.worker.startswith("pipeline"):
+        from transformers import pipeline
+
+        pipe = pipeline("token-classification", model=model.hf_model, tokenizer=model.tokenizer,
+                        aggregation_strategy="simple", device=torch.device(dev))
+        pipe(warm)
+        t0 = time.perf_counter()
+        if args.worker == "pipeline_per_task":
+            res = [pipe(t) for t in texts]
+        else:
+            res = pipe(texts, batch_size=args.batch_size)
+        dt = time.perf_counter() - t0
+        out["spans"] = sum(len(r) for r in res)
+    elif args.worker == "ours":
+        model.predict(warm)
+        t0 = time.perf_counter()
+        preds = model.predict(texts, batch_tokens=args.batch_tokens)
+        dt = time.perf_counter() - t0
+        out["spans"] = sum(len(p.spans) for p in preds)
+    else:
+        from analysis.spans import tokenize
+        from ls_backend.runtime.infer import autocast_context, build_inputs, iter_batches, prepare
+
+        preps = prepare(model.tokenizer, [tokenize(t) for t in texts], window=model.window,
+                        stride=model.stride)
+        n_sp = len(model.prefix_ids) + len(model.suffix_ids)
+        batches = []
+        for b in iter_batches(preps, batch_tokens=args.batch_tokens, n_special=n_sp):
+            ids, mask = build_inputs(preps, b, prefix=model.prefix_ids, suffix=model.suffix_ids,
+                                     pad_id=model.pad_id)
+            batches.append((torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev)))
+        with torch.inference_mode(), autocast_context(dev):
+            model.hf_model(input_ids=batches[0][0], attention_mask=batches[0][1])
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for ids_t, mask_t in batches:
+                model.hf_model(input_ids=ids_t, attention_mask=mask_t).logits.float().cpu()
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        out["batches"] = len(batches)
+    out["seconds"] = round(dt, 3)
+    out["sentences_per_s"] = round(len(texts) / dt, 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if dev.startswith("cuda"):
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    """Fine-tune the packaged backbone on a CoNLL-03 train subset; test span P/R/F1."""
+    import dataclasses
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from analysis.io import load
+    from analysis.metrics import span_prf
+    from analysis.spans import SpanTable
+    from ls_backend.runtime import NerModel, train
+
+    tr = load(DATA / "conll2003" / "train.conll", format="conll")
+    tr = dataclasses.replace(tr, tasks=tr.tasks[: args.train_limit])
+    te = load(DATA / "conll2003" / "test.conll", format="conll")
+    with tempfile.TemporaryDirectory(prefix="nerq-bench-q-") as tmp:
+        t0 = time.perf_counter()
+        res = train(tr, tmp, model=args.model, epochs=args.epochs, seed=0, lr=args.lr,
+                    batch_size=16, device=args.device, progress=args.progress,
+                    record_dynamics=False, resume=False)
+        train_s = time.perf_counter() - t0
+        m = NerModel.load(res.model_dir, device=args.device)
+        t0 = time.perf_counter()
+        preds = m.predict([t.tokens for t in te.tasks], batch_tokens=args.batch_tokens)
+        pred_s = time.perf_counter() - t0
+    rep = span_prf(te.gold_table(), SpanTable.from_spans([p.spans for p in preds], m.labels))
+    d = rep.to_dict()
+    return {
+        "model": args.model or "packaged MiniLM-L6-H384 (uncased)",
+        "train_sentences": len(tr.tasks), "epochs": args.epochs, "lr": args.lr,
+        "train_seconds": round(train_s, 1), "train_steps": res.metrics["steps"],
+        "test_sentences": len(te.tasks), "predict_seconds": round(pred_s, 1),
+        "micro": d["micro avg"], "per_label": {k: round(v["f1-score"], 4) for k, v in d.items()
+                                               if not k.endswith("avg")},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA / "conll2003" / "test.conll"))
+    ap.add_argument("--limit", type=int, default=1000, help="first N sentences (0 = all)")
+    ap.add_argument("--model", default=os.environ.get("MODEL_NAME"),
+                    help="token-classification model dir (default: packaged MiniLM, fresh head)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=max(1, min(os.cpu_count() or 1, 16)))
+    ap.add_argument("--batch-size", type=int, default=32, help="pipeline_batched batch size")
+    ap.add_argument("--batch-tokens", type=int, default=4096, help="ours: tokens per batch")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--quality", action="store_true", help="also train + evaluate test F1")
+    ap.add_argument("--train-limit", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--out")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    import torch
+
+    from ls_backend.runtime import NerModel, resolve_device
+
+    device = resolve_device(args.device)
+    report: dict[str, Any] = {
+        "device": device, "threads": args.threads, "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "data": args.data, "limit": args.limit,
+    }
+    with tempfile.TemporaryDirectory(prefix="nerq-bench-") as tmp:
+        model_dir = args.model
+        if not args.modes:
+            pass
+        elif model_dir is None or not (Path(model_dir) / "config.json").is_file() or \
+                NerModel.load(model_dir, device="cpu").trained is False:
+            labels = ["PER", "LOC", "ORG", "MISC"]
+            m = NerModel.load(model_dir, labels=labels, device="cpu", seed=0)
+            model_dir = m.save(Path(tmp) / "model")
+            report["model"] = f"{args.model or 'packaged MiniLM'} + fresh head ({labels})"
+        else:
+            report["model"] = model_dir
+        results = {}
+        for mode in [m for m in args.modes.split(",") if m]:
+            cmd = [sys.executable, __file__, "--worker", mode, "--model-dir", model_dir,
+                   "--data", args.data, "--limit", str(args.limit), "--device", device,
+                   "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+                   "--batch-tokens", str(args.batch_tokens)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                results[mode] = {"error": proc.stderr.strip().splitlines()[-1:]}
+                continue
+            results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{mode}: {results[mode]}", file=sys.stderr)
+    report["modes"] = results
+    sps = {k: v.get("sentences_per_s") for k, v in results.items() if "sentences_per_s" in v}
+    if "ours" in sps:
+        report["ratios"] = {
+            f"ours_vs_{k}": round(sps["ours"] / v, 2) for k, v in sps.items() if k != "ours"
+        }
+    if args.quality:
+        report["quality"] = quality(args)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""``ner-quality predict``: run a model over a dataset and write Label Studio predictions.
+
+The output is an importable Label Studio JSON task list: each task keeps its ``data`` (and
+its chosen annotation, if any) and gets one prediction
+``{"model_version", "score", "result": [regions]}``; regions are ``labels`` results with the
+config's ``from_name``/``to_name``, half-open character offsets ``value.start``/``value.end``,
+the covered ``text``, the label and a per-region ``score`` (mean argmax probability of its
+tokens).  The task ``score`` is the least-confident token's probability (sort ascending for
+uncertainty sampling).
+
+``--model`` is a directory written by ``ner-quality train`` or any local Hugging Face
+token-classification model (its entity types must match the dataset labels; ``--label-map
+MODEL=LABEL`` renames or, with ``=O``, drops types).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .train import add_data_arguments, load_data
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "predict",
+        help="predict spans with a model; write Label Studio JSON with predictions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="MODEL_DIR",
+                   help="model directory (ner-quality train) or local HF token-classification model")
+    add_data_arguments(p)
+    p.add_argument("--out", required=True, metavar="PREDS_JSON", help="output file")
+    p.add_argument("--label-map", action="append", default=[], metavar="MODEL=LABEL",
+                   help="map a model entity type onto a dataset label (repeatable; =O drops it)")
+    p.add_argument("--batch-tokens", type=int, default=4096,
+                   help="padded subtokens per forward pass (default 4096)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
+                   help="progress bar on stderr")
+    return p
+
+
+def parse_label_map(items: list[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        src, sep, dst = it.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ValueError(f"--label-map {it!r}: expected MODEL_TYPE=LABEL")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def predictions_json(ds: Any, preds: list[Any], version: str) -> list[dict[str, Any]]:
+    """Label Studio tasks for ``ds`` with one prediction each (see the module docstring)."""
+    from analysis.io import to_ls_tasks
+    from ls_backend.scoring import regions
+
+    tasks = to_ls_tasks(ds, format="ls-json")
+    for task, t, p in zip(tasks, ds.tasks, preds):
+        task["predictions"] = [{
+            "model_version": version,
+            "score": round(float(p.score), 6),
+            "result": regions(t.text, p.spans, p.span_scores, ds),
+        }]
+    return tasks
+
+
+def run(args: argparse.Namespace) -> int:
+    from ls_backend.runtime import NerModel
+
+    ds = load_data(args)
+    model = NerModel.load(
+        # the labeling config defines the allowed labels; without one, keep the model's types
+        args.model, labels=list(ds.labels) if args.label_config else None,
+        label_map=parse_label_map(args.label_map) or None, device=args.device,
+    )
+    if not model.trained:
+        logger.warning("model %s has an untrained head: predictions are random", args.model)
+    preds = model.predict([t.tokens for t in ds.tasks], batch_tokens=args.batch_tokens,
+                          progress=args.progress)
+    tasks = predictions_json(ds, preds, model.version)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+    n_spans = sum(len(p.spans) for p in preds)
+    print(json.dumps({"out": str(out), "tasks": len(tasks), "spans": n_spans,
+                      "model_version": model.version}))
+    return 0
