@@ -1,0 +1,216 @@
+"""The Label Studio ML-backend HTTP app (Flask), speaking Label Studio 1.23's protocol.
+
+Routes and JSON contract are those of ``label-studio-ml`` (which is not used: its PyPI release
+pins Flask 1.1.2), implemented on current Flask:
+
+==================  =======================================================================
+``GET /health``     ``{"status": "UP", "model_class", "projects": {pid: {model_version, train}}}``
+``POST /setup``     ``{project: "<pid>.<ts>", schema: <label config XML>, ...}`` → ``{model_version}``
+``POST /predict``   ``{tasks, project, label_config, params}`` → ``{results: [...]}`` one per task
+``POST /webhook``   ``{action, annotation, task, project}`` → answered at once, work queued
+``POST /train``     legacy training call (``{annotations, project, label_config}``)
+``GET /versions``   ``{versions: [...], model_version}`` (project from JSON body or ``?project=``)
+``GET /status``     queue, per-project train status and versions, recent errors
+                    (also ``/train_status``; ``?project=`` narrows it)
+``GET /score``      ``?project=&task=``: the last scores computed for a task (debugging)
+==================  =======================================================================
+
+Every error is a JSON ``{"error": message}`` with a 4xx/5xx status and a log line; the server
+keeps serving.  With ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` set every route requires them.
+The app is thin: validation and routing here, the work in :mod:`.jobs` and :mod:`.scoring`.
+Creating the app loads no model and opens no connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .jobs import Backend, LabelMismatch, NoLabelStudio, QueueFull
+from .scoring import TaskError
+from .settings import Settings
+from .state import project_id
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.get_data(cache=True):
+        raise ApiError(400, f"{request.path}: empty request body; expected a JSON object")
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise ApiError(400, f"{request.path}: request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{request.path}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> Flask:
+    """Build the Flask app; ``settings`` default to :meth:`Settings.from_env`."""
+    settings = settings or (backend.settings if backend else Settings.from_env())
+    backend = backend or Backend(settings)
+    app = Flask("ner_quality_backend")
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["nerq_backend"] = backend
+
+    @app.before_request
+    def _auth() -> Response | None:
+        request.environ["nerq.t0"] = time.perf_counter()
+        if not settings.auth_enabled:
+            return None
+        auth = request.authorization
+        ok = (
+            auth is not None
+            and auth.type == "basic"
+            and hmac.compare_digest(auth.username or "", settings.basic_auth_user or "")
+            and hmac.compare_digest(auth.password or "", settings.basic_auth_pass or "")
+        )
+        if ok:
+            return None
+        logger.warning("%s %s: rejected, bad or missing basic auth", request.method, request.path)
+        resp = jsonify({"error": "authentication required"})
+        resp.status_code = 401
+        resp.headers["WWW-Authenticate"] = 'Basic realm="ner-quality"'
+        return resp
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        logger.warning("%s %s -> %d: %s", request.method, request.path, exc.status, exc)
+        return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        logger.warning("%s %s -> %d: %s", request.method, request.path, code, exc.description)
+        return jsonify({"error": f"{request.path}: {exc.description}"}), code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        if isinstance(exc, LabelMismatch):
+            return _api_error(ApiError(409, str(exc)))
+        if isinstance(exc, TaskError):
+            return _api_error(ApiError(422, str(exc)))
+        if isinstance(exc, QueueFull):
+            return _api_error(ApiError(503, str(exc)))
+        if isinstance(exc, NoLabelStudio):
+            return _api_error(ApiError(503, str(exc)))
+        if isinstance(exc, ConnectionError):
+            return _api_error(ApiError(502, f"Label Studio unreachable: {exc}"))
+        if isinstance(exc, (ValueError, TypeError, KeyError)):
+            msg = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
+            return _api_error(ApiError(400, msg))
+        logger.exception("%s %s: unexpected error", request.method, request.path)
+        return jsonify({"error": f"internal error: {type(exc).__name__}: {exc}"}), 500
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(backend.health())
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_body()
+        if "project" not in body:
+            raise ApiError(400, "setup: missing 'project'")
+        schema = body.get("schema") or body.get("label_config")
+        if schema is not None and not isinstance(schema, str):
+            raise ApiError(400, "setup: 'schema' must be the label config XML string")
+        st, _ = backend.ensure_project(project_id(body["project"]), schema)
+        return jsonify({"model_version": st.model_version})
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _json_body()
+        tasks = body.get("tasks")
+        if tasks is None:
+            raise ApiError(400, "predict: missing 'tasks' (a list of Label Studio tasks)")
+        if not isinstance(tasks, list):
+            raise ApiError(400, f"predict: 'tasks' must be a list, got {type(tasks).__name__}")
+        if not tasks:
+            raise ApiError(400, "predict: 'tasks' is empty; send at least one task")
+        if len(tasks) > settings.max_tasks_per_request:
+            raise ApiError(413, f"predict: {len(tasks)} tasks, more than MAX_TASKS_PER_REQUEST="
+                                f"{settings.max_tasks_per_request}")
+        project = body.get("project")
+        if project is None:
+            ids = {t.get("project") for t in tasks if isinstance(t, dict)} - {None}
+            if len(ids) != 1:
+                raise ApiError(400, "predict: missing 'project'")
+            project = ids.pop()
+        label_config = body.get("label_config")
+        if label_config is not None and not isinstance(label_config, str):
+            raise ApiError(400, "predict: 'label_config' must be the label config XML string")
+        t0 = time.perf_counter()
+        results = backend.predict(project_id(project), tasks, label_config)
+        logger.info("predict: project %s, %d task(s), %d error(s) in %.3f s",
+                    project_id(project), len(tasks),
+                    sum(1 for r in results if "error" in r), time.perf_counter() - t0)
+        return jsonify({"results": results})
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        reply, status = backend.webhook(_json_body())
+        if reply.get("status") != "ignored":
+            logger.info("webhook %s project %s -> %s", reply.get("action"), reply.get("project"),
+                        {k: v for k, v in reply.items() if k in ("task", "scoring", "train")})
+        return jsonify(reply), status
+
+    @app.post("/train")
+    def train() -> tuple[Response, int]:
+        body = _json_body()
+        if "project" not in body:
+            raise ApiError(400, "train: missing 'project'")
+        pid = project_id(body["project"])
+        backend.ensure_project(pid, body.get("label_config"))
+        tasks = body.get("annotations")
+        if tasks is not None and not isinstance(tasks, list):
+            raise ApiError(400, "train: 'annotations' must be a list of tasks")
+        status = backend.start_training(pid, reason="/train", tasks=tasks)
+        return jsonify({"status": "ok", "project": pid, "train": status}), 201
+
+    @app.get("/versions")
+    def versions() -> Response:
+        body = request.get_json(silent=True, force=True) if request.get_data() else None
+        pid = request.args.get("project") or (body.get("project") if isinstance(body, dict)
+                                              else None)
+        return jsonify(backend.versions(None if pid is None else project_id(pid)))
+
+    @app.get("/status")
+    @app.get("/train_status")
+    def status() -> Response:
+        pid = request.args.get("project")
+        return jsonify(backend.status(None if pid is None else project_id(pid)))
+
+    @app.get("/score")
+    def score() -> Response:
+        pid, tid = request.args.get("project"), request.args.get("task")
+        if pid is None or tid is None or not tid.isdigit():
+            raise ApiError(400, "score: pass ?project=<id>&task=<integer id>")
+        res = backend.task_score(project_id(pid), int(tid))
+        if res is None:
+            raise ApiError(404, f"score: no scores for task {tid} of project {pid} yet")
+        return jsonify(res)
+
+    @app.after_request
+    def _log(resp: Response) -> Response:
+        t0 = request.environ.get("nerq.t0")
+        if t0 is not None:
+            logger.debug("%s %s %d %.1f ms", request.method, request.path, resp.status_code,
+                         1000 * (time.perf_counter() - t0))
+        return resp
+
+    return app

@@ -1,0 +1,164 @@
+"""Backend settings, parsed once from environment variables into a typed, frozen object.
+
+Every variable is documented in :data:`ENV_DOC` (the README table and ``docker-compose.yml``
+are written from it).  Invalid values raise ``ValueError`` naming the variable, the value and
+what is allowed, so a misconfigured server fails at start, not on the first request.
+
+>>> s = Settings.from_env({"MODEL_DIR": "/tmp/m", "TRAIN_EVERY_N_ANNOTATIONS": "5"})
+>>> s.train_every_n_annotations, s.model_dir.name
+(5, 'm')
+>>> Settings.from_env({"BATCH_SIZE": "zero"})
+Traceback (most recent call last):
+...
+ValueError: BATCH_SIZE: 'zero' is not an integer
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["Settings", "ENV_DOC"]
+
+# name -> (default shown in docs, description).  Kept next to the parser so they cannot drift.
+ENV_DOC: dict[str, tuple[str, str]] = {
+    "LABEL_STUDIO_URL": ("(unset)", "Label Studio base URL the backend writes scores to "
+                         "(e.g. http://label-studio:8080). Unset: no write-back, predictions only."),
+    "LABEL_STUDIO_API_KEY": ("(unset)", "Label Studio API token (legacy token or personal access "
+                             "token) used to pull annotated tasks and write scores."),
+    "MODEL_DIR": ("./models", "Where per-project state, trained models and span indexes live "
+                  "(MODEL_DIR/<project>/); survives restarts."),
+    "MODEL_NAME": ("packaged MiniLM", "Backbone to fine-tune: a local Hugging Face path or "
+                   "cached name (never downloaded). A fine-tuned token-classification model "
+                   "predicts before the first training."),
+    "DEVICE": ("auto", "auto, cpu, cuda or cuda:N."),
+    "BATCH_SIZE": ("32", "Tasks per batched inference pass (scoring queue drains this many)."),
+    "BASIC_AUTH_USER": ("(unset)", "With BASIC_AUTH_PASS: require HTTP basic auth on every route "
+                        "(set the same pair in Label Studio's model connection)."),
+    "BASIC_AUTH_PASS": ("(unset)", "See BASIC_AUTH_USER."),
+    "TRAIN_EVERY_N_ANNOTATIONS": ("10", "Start a background training after this many "
+                                  "ANNOTATION_CREATED/UPDATED webhooks of a project; 0 = only on "
+                                  "START_TRAINING."),
+    "TRAIN_EPOCHS": ("3", "Epochs per training run."),
+    "TRAIN_MAX_STEPS": ("0", "Stop training after this many optimizer steps (0 = no limit); for "
+                       "smoke tests and CPU demos."),
+    "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
+    "TRAIN_LR": ("5e-5", "Peak learning rate (AdamW, linear schedule)."),
+    "TRAIN_MIN_ANNOTATED": ("1", "Refuse to train a project with fewer annotated tasks."),
+    "QUEUE_SIZE": ("10000", "Maximum pending scoring jobs; further webhooks answer 503."),
+    "SIMILAR_K": ("5", "Similar spans (with a different gold label) stored per annotated span."),
+    "MAX_TEXT_CHARS": ("100000", "Tasks with longer text are refused with a per-task error."),
+    "MAX_TASKS_PER_REQUEST": ("5000", "Larger /predict batches answer 413."),
+    "LOG_LEVEL": ("INFO", "Python logging level."),
+}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        val = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not an integer") from None
+    if val < minimum:
+        raise ValueError(f"{name}: {val} is below the minimum {minimum}")
+    return val
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        val = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a number") from None
+    if not val > 0 or val != val or val == float("inf"):
+        raise ValueError(f"{name}: {raw!r} must be a positive finite number")
+    return val
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed backend configuration; build it with :meth:`from_env`."""
+
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    model_dir: Path = Path("models")
+    model_name: str | None = None  # None: packaged MiniLM backbone
+    device: str = "auto"
+    batch_size: int = 32
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    train_every_n_annotations: int = 10
+    train_epochs: int = 3
+    train_max_steps: int | None = None
+    train_batch_size: int = 16
+    train_lr: float = 5e-5
+    train_min_annotated: int = 1
+    queue_size: int = 10000
+    similar_k: int = 5
+    max_text_chars: int = 100_000
+    max_tasks_per_request: int = 5000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse settings from ``env`` (default ``os.environ``); raise ``ValueError`` on bad values."""
+        env = os.environ if env is None else env
+        device = env.get("DEVICE", "auto").strip() or "auto"
+        if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
+            raise ValueError(f"DEVICE: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        log_level = (env.get("LOG_LEVEL", "INFO").strip() or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"LOG_LEVEL: {log_level!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        user = env.get("BASIC_AUTH_USER") or None
+        pw = env.get("BASIC_AUTH_PASS") or None
+        if (user is None) != (pw is None):
+            raise ValueError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")
+        url = (env.get("LABEL_STUDIO_URL") or "").strip().rstrip("/") or None
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"LABEL_STUDIO_URL: {url!r} must start with http:// or https://")
+        max_steps = _int(env, "TRAIN_MAX_STEPS", 0)
+        return cls(
+            label_studio_url=url,
+            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY") or None,
+            model_dir=Path(env.get("MODEL_DIR") or "models").expanduser(),
+            model_name=env.get("MODEL_NAME") or None,
+            device=device,
+            batch_size=_int(env, "BATCH_SIZE", 32, minimum=1),
+            basic_auth_user=user,
+            basic_auth_pass=pw,
+            train_every_n_annotations=_int(env, "TRAIN_EVERY_N_ANNOTATIONS", 10),
+            train_epochs=_int(env, "TRAIN_EPOCHS", 3, minimum=1),
+            train_max_steps=max_steps or None,
+            train_batch_size=_int(env, "TRAIN_BATCH_SIZE", 16, minimum=1),
+            train_lr=_float(env, "TRAIN_LR", 5e-5),
+            train_min_annotated=_int(env, "TRAIN_MIN_ANNOTATED", 1, minimum=1),
+            queue_size=_int(env, "QUEUE_SIZE", 10000, minimum=1),
+            similar_k=_int(env, "SIMILAR_K", 5),
+            max_text_chars=_int(env, "MAX_TEXT_CHARS", 100_000, minimum=1),
+            max_tasks_per_request=_int(env, "MAX_TASKS_PER_REQUEST", 5000, minimum=1),
+            log_level=log_level,
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.basic_auth_user is not None and self.basic_auth_pass is not None
+
+    @property
+    def label_studio_enabled(self) -> bool:
+        return bool(self.label_studio_url and self.label_studio_api_key)
+
+    def public_dict(self) -> dict[str, object]:
+        """Settings without secrets (for /status and logs)."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("label_studio_api_key", "basic_auth_pass"):
+                v = None if v is None else "***"
+            out[f.name] = str(v) if isinstance(v, Path) else v
+        return out

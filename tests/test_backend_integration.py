@@ -1,0 +1,244 @@
+"""The ML backend as a real process (``ner-quality serve``) against a real Label Studio.
+
+One scenario, in order (module-scoped state; the tests depend on their predecessors):
+
+1. create a project from ``label_config/conll2003.xml``, import tasks, connect the backend
+   through Label Studio's ``ml`` API (LS calls /health and /setup and creates the project
+   webhook itself);
+2. annotate a handful of tasks (LS sends ANNOTATION_CREATED webhooks), train through Label
+   Studio's "Start training" (START_TRAINING webhook), tiny and on CPU;
+3. retrieve predictions through the Data Manager action and check the stored predictions
+   (offsets, labels, model_version == the /setup version) and that a second retrieval adds
+   no duplicates;
+4. submit an annotation with a planted error and poll until DEP, error types and similar spans
+   land on that task (data.nerq_* and meta.ner_quality), with the original data fields and the
+   annotation unchanged;
+5. ``predict_project`` (``ner-quality predict --project``) fills the remaining tasks with the
+   same version and a second run creates nothing;
+6. restart the backend on the same MODEL_DIR: the trained version is still served and a
+   retrieval still adds no duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import free_port, http_get, ner_label_config, start_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+REPO = Path(__file__).resolve().parents[1]
+
+SENTS = [
+    ("Obama visited Paris on Monday .", [("Obama", "PER"), ("Paris", "LOC")]),
+    ("Merkel met Macron in Berlin .", [("Merkel", "PER"), ("Macron", "PER"), ("Berlin", "LOC")]),
+    ("Google opened an office in London .", [("Google", "ORG"), ("London", "LOC")]),
+    ("The United Nations met in Geneva .", [("United Nations", "ORG"), ("Geneva", "LOC")]),
+    ("Microsoft hired John Smith .", [("Microsoft", "ORG"), ("John Smith", "PER")]),
+    ("Germans love the Bundesliga .", [("Germans", "MISC"), ("Bundesliga", "MISC")]),
+    ("Apple sued Samsung in California .", [("Apple", "ORG"), ("Samsung", "ORG"),
+                                            ("California", "LOC")]),
+    ("Putin flew to Moscow .", [("Putin", "PER"), ("Moscow", "LOC")]),
+]
+UNLABELLED = ["Merkel visited Moscow on Friday .", "Obama and Putin met in Geneva .",
+              "Samsung hired Macron ."]
+PLANTED_TEXT = "Putin met Merkel in Paris ."
+
+
+def region(text: str, word: str, label: str, k: int = 0) -> dict[str, Any]:
+    s = text.index(word)
+    return {"id": f"r{k}", "from_name": "label", "to_name": "text", "type": "labels",
+            "value": {"start": s, "end": s + len(word), "text": word, "labels": [label]}}
+
+
+def wait_for(fn: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def backend_json(url: str) -> dict[str, Any]:
+    status, body = http_get(url, timeout=5)
+    assert status == 200, (status, body[:300])
+    return json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def world(ls_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Label Studio, the backend process and the project, shared by the tests below."""
+    from analysis.ls_api import LabelStudioAPI
+
+    ls = ls_server.start()
+    api = LabelStudioAPI(ls.url, ls.token)
+    port = free_port()
+    env = {
+        "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
+        "MODEL_DIR": str(tmp_path_factory.mktemp("backend-models")), "DEVICE": "cpu",
+        "TRAIN_EVERY_N_ANNOTATIONS": "0", "TRAIN_EPOCHS": "8", "TRAIN_BATCH_SIZE": "2",
+        "TRAIN_LR": "5e-4", "TRAIN_MAX_STEPS": "32", "SIMILAR_K": "3", "LOG_LEVEL": "INFO",
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    }
+    cmd = [str(Path(sys.executable).with_name("ner-quality")), "serve", "--host", "127.0.0.1",
+           "--port", str(port)]
+    backend = start_process(cmd, env, f"http://127.0.0.1:{port}/health", timeout=90,
+                            name="nerq-backend", cwd=REPO)
+
+    class World:
+        pass
+
+    w = World()
+    w.ls, w.api, w.backend, w.url = ls, api, backend, f"http://127.0.0.1:{port}"
+    w.env = env
+    w.pid = api.create_project("nerq backend integration", ner_label_config())
+    data = [{"text": t, "source": "integration-test"} for t, _ in SENTS]
+    data += [{"text": t, "source": "integration-test"} for t in UNLABELLED + [PLANTED_TEXT]]
+    w.task_ids = api.import_tasks(w.pid, data)
+    assert len(w.task_ids) == len(data)
+    yield w
+    backend.stop()
+    try:
+        api.delete_project(w.pid)
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+
+
+def test_connect_annotate_train(world: Any) -> None:
+    api, pid = world.api, world.pid
+    world.ml_id = api.connect_ml_backend(pid, world.url, title="ner-quality")
+    hooks = api.list_webhooks(pid)
+    assert any(h["url"].rstrip("/") == world.url + "/webhook" for h in hooks), hooks
+    st = backend_json(world.url + f"/status?project={pid}")["projects"][str(pid)]
+    assert st["trained"] is False  # /setup reached us
+    for tid, (text, ents) in zip(world.task_ids, SENTS):
+        api.create_annotation(tid, [region(text, w, lab, k) for k, (w, lab) in enumerate(ents)])
+    # LS -> /webhook ANNOTATION_CREATED for each (counted; nothing to score yet)
+    wait_for(lambda: backend_json(world.url + f"/status?project={pid}")["projects"][str(pid)]
+             ["annotations_since_train"] >= len(SENTS), 30, "annotation webhooks")
+    # the "Start training" button: LS -> /webhook START_TRAINING
+    from label_studio_sdk import LabelStudio
+
+    LabelStudio(base_url=world.ls.url, api_key=world.ls.token).ml.train(id=world.ml_id)
+    st = wait_for(lambda: (s := backend_json(world.url + f"/status?project={pid}")["projects"]
+                           [str(pid)])["train"]["status"] in ("done", "failed") and s,
+                  400, "training", interval=2)
+    assert st["train"]["status"] == "done", st
+    world.version = st["model_version"]
+    assert world.version.startswith("nerq-") and st["trained"]
+
+
+def _predictions(api: Any, pid: int) -> dict[int, list[dict[str, Any]]]:
+    out = {}
+    for page in api.iter_tasks(pid):
+        for t in page:
+            out[t["id"]] = t.get("predictions") or []
+    return out
+
+
+def test_retrieve_predictions_through_label_studio(world: Any) -> None:
+    api, pid = world.api, world.pid
+    ids = world.task_ids[len(SENTS):len(SENTS) + len(UNLABELLED)]
+    api.retrieve_predictions(pid, ids)
+    preds = wait_for(lambda: (p := _predictions(api, pid)) and all(p[i] for i in ids) and p, 60,
+                     "stored predictions")
+    texts = dict(zip(world.task_ids, [t for t, _ in SENTS] + UNLABELLED + [PLANTED_TEXT]))
+    labels = {"PER", "ORG", "LOC", "MISC"}
+    n_regions = 0
+    for tid in ids:
+        mine = [p for p in preds[tid] if p["model_version"] == world.version]
+        assert len(mine) == 1, preds[tid]
+        assert 0.0 <= mine[0]["score"] <= 1.0
+        for r in mine[0]["result"]:
+            v = r["value"]
+            assert texts[tid][v["start"]:v["end"]] == v["text"]
+            assert v["labels"][0] in labels and r["from_name"] == "label"
+            n_regions += 1
+    assert n_regions >= 3
+    merkel = {(r["value"]["text"], r["value"]["labels"][0]) for r in
+              next(p for p in preds[ids[0]] if p["model_version"] == world.version)["result"]}
+    assert ("Merkel", "PER") in merkel
+    # the project's model_version follows the served one (predictions_score sorts on it)
+    wait_for(lambda: api.get_project(pid).get("model_version") == world.version, 30,
+             "project.model_version")
+    # the /setup version equals the per-prediction version: a second retrieval adds nothing
+    api.retrieve_predictions(pid, ids)
+    time.sleep(1.0)
+    again = _predictions(api, pid)
+    assert all(len(again[i]) == len(preds[i]) for i in ids)
+
+
+def test_planted_error_is_scored_on_the_task(world: Any) -> None:
+    api, pid = world.api, world.pid
+    tid = world.task_ids[-1]
+    text = PLANTED_TEXT
+    # planted: Merkel annotated as LOC (the model says PER)
+    api.create_annotation(tid, [region(text, "Putin", "PER", 0), region(text, "Merkel", "LOC", 1),
+                                region(text, "Paris", "LOC", 2)])
+    before = api.get_task(tid)
+    ann_before = json.dumps(before["annotations"], sort_keys=True)
+
+    def scored() -> Any:
+        t = api.get_task(tid)
+        return t if "nerq_dep" in t["data"] and "ner_quality" in (t.get("meta") or {}) else None
+
+    task = wait_for(scored, 90, "DEP fields on the planted task", interval=1.0)
+    data, meta = task["data"], task["meta"]["ner_quality"]
+    # original fields kept exactly
+    assert data["text"] == text and data["source"] == "integration-test"
+    assert data["nerq_model_version"] == world.version and 0.0 <= data["nerq_dep"] <= 1.0
+    assert data["nerq_wrong_tag"] >= 1 and data["nerq_errors"] >= 1
+    spans = {s["text"]: s for s in meta["spans"]}
+    assert spans["Merkel"]["error"] == "wrong_tag" and spans["Merkel"]["label"] == "LOC"
+    assert spans["Merkel"]["dep"] > spans["Putin"]["dep"]
+    sim = spans["Merkel"]["similar"]
+    assert sim and all(s["label"] != "LOC" and s["task_id"] != tid for s in sim)
+    # the annotation itself is untouched, byte for byte
+    assert json.dumps(api.get_task(tid)["annotations"], sort_keys=True) == ann_before
+    # the Data Manager can filter on it
+    world.planted = tid
+
+
+def test_predict_project_is_resumable_without_duplicates(world: Any) -> None:
+    """``ner-quality predict --project``: same version as the backend, nothing duplicated."""
+    from ls_backend.project_predict import predict_project
+    from ls_backend.settings import Settings
+
+    settings = Settings.from_env(world.env)
+    first = predict_project(settings, world.pid, batch_size=5, progress=False, api=world.api)
+    assert first["model_version"] == world.version and first["failed"] == 0
+    n = len(world.task_ids)
+    # tasks already predicted by the Label Studio retrieval are skipped
+    assert first["tasks"] == n and first["skipped_existing"] >= len(UNLABELLED)
+    assert first["predicted"] == n - first["skipped_existing"]
+    second = predict_project(settings, world.pid, batch_size=5, progress=False, api=world.api)
+    assert second["predicted"] == 0 and second["skipped_existing"] == n
+    preds = _predictions(world.api, world.pid)
+    assert all(sum(p["model_version"] == world.version for p in preds[t]) == 1
+               for t in world.task_ids)
+
+
+def test_restart_keeps_state_and_no_duplicate_predictions(world: Any) -> None:
+    api, pid = world.api, world.pid
+    world.backend.stop()
+    world.backend.start(timeout=90)
+    health = backend_json(world.url + "/health")
+    assert health["projects"][str(pid)]["model_version"] == world.version
+    vers = backend_json(world.url + f"/versions?project={pid}")
+    assert world.version in vers["versions"]
+    ids = world.task_ids[len(SENTS):len(SENTS) + len(UNLABELLED)]
+    before = _predictions(api, pid)
+    api.retrieve_predictions(pid, ids)
+    time.sleep(1.0)
+    after = _predictions(api, pid)
+    assert all(len(after[i]) == len(before[i]) for i in ids)
