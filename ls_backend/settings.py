@@ -45,7 +45,7 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "TRAIN_MAX_STEPS": ("0", "Stop training after this many optimizer steps (0 = no limit); for "
                        "smoke tests and CPU demos."),
     "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
-    "TRAIN_LR": ("5e-5", "Peak learning rate (AdamW, linear schedule)."),
+    "TRAIN_LR": ("3e-4", "Peak learning rate (AdamW, linear schedule; 3e-4 suits the small MiniLM backbone, use ~5e-5 for BERT-base-size models)."),
     "TRAIN_MIN_ANNOTATED": ("1", "Refuse to train a project with fewer annotated tasks."),
     "QUEUE_SIZE": ("10000", "Maximum pending scoring jobs; further webhooks answer 503."),
     "SIMILAR_K": ("5", "Similar spans (with a different gold label) stored per annotated span."),
@@ -97,7 +97,7 @@ class Settings:
     train_epochs: int = 3
     train_max_steps: int | None = None
     train_batch_size: int = 16
-    train_lr: float = 5e-5
+    train_lr: float = 3e-4
     train_min_annotated: int = 1
     queue_size: int = 10000
     similar_k: int = 5
@@ -136,7 +136,7 @@ class Settings:
             train_epochs=_int(env, "TRAIN_EPOCHS", 3, minimum=1),
             train_max_steps=max_steps or None,
             train_batch_size=_int(env, "TRAIN_BATCH_SIZE", 16, minimum=1),
-            train_lr=_float(env, "TRAIN_LR", 5e-5),
+            train_lr=_float(env, "TRAIN_LR", 3e-4),
             train_min_annotated=_int(env, "TRAIN_MIN_ANNOTATED", 1, minimum=1),
             queue_size=_int(env, "QUEUE_SIZE", 10000, minimum=1),
             similar_k=_int(env, "SIMILAR_K", 5),

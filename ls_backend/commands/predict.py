@@ -33,10 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="MODEL_DIR",
+    p.add_argument("--model", default=None, metavar="MODEL_DIR",
                    help="model directory (ner-quality train) or local HF token-classification model")
-    add_data_arguments(p)
-    p.add_argument("--out", required=True, metavar="PREDS_JSON", help="output file")
+    add_data_arguments(p, required=False)
+    p.add_argument("--out", default=None, metavar="PREDS_JSON", help="output file")
+    p.add_argument("--project", type=int, default=None,
+                   help="instead of --data/--out: pre-annotate a whole Label Studio project through "
+                   "LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (batched, resumable, no duplicates)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="tasks per page / model pass with --project (default 64)")
     p.add_argument("--label-map", action="append", default=[], metavar="MODEL=LABEL",
                    help="map a model entity type onto a dataset label (repeatable; =O drops it)")
     p.add_argument("--batch-tokens", type=int, default=4096,
@@ -72,6 +77,13 @@ def predictions_json(ds: Any, preds: list[Any], version: str) -> list[dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.project is not None:
+        from ls_backend.project_predict import run_cli
+
+        return int(run_cli(args) or 0)
+    missing = [f"--{n}" for n in ("model", "data", "out") if not getattr(args, n, None)]
+    if missing:
+        raise ValueError(f"predict needs {', '.join(missing)} (or --project ID)")
     from ls_backend.runtime import NerModel
 
     ds = load_data(args)

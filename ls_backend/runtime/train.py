@@ -193,7 +193,7 @@ def train(
     model: str | None = None,
     epochs: int = 3,
     seed: int = 0,
-    lr: float = 5e-5,
+    lr: float = 3e-4,
     batch_size: int = 16,
     device: str = "auto",
     max_steps: int | None = None,
