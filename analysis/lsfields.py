@@ -52,6 +52,8 @@ MISSED = "nerq_missed"
 GHOST = "nerq_ghost"
 #: model version that produced the fields (str)
 MODEL_VERSION = "nerq_model_version"
+#: normalised entropy of the model's prediction (0 = certain, 1 = uniform), unannotated tasks
+UNCERTAINTY = "nerq_uncertainty"
 #: the one ``task.meta`` key ner-quality writes (details live under it)
 META_KEY = "ner_quality"
 

@@ -49,8 +49,7 @@ __all__ = [
     "save_index",
 ]
 
-#: task.data field holding the model's normalised entropy (0 = certain, 1 = uniform).
-UNCERTAINTY = "nerq_uncertainty"
+from analysis.lsfields import UNCERTAINTY  # noqa: E402  (re-exported for callers)
 
 # faiss indexes are not safe for concurrent add + search: every index operation holds this.
 _INDEX_LOCK = threading.RLock()
