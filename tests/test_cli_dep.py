@@ -1,0 +1,184 @@
+"""``ner-quality dep`` end to end (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_file
+
+SMALL = """John\tB-PER
+lives\tO
+in\tO
+Paris\tB-LOC
+.\tO
+
+Paris\tB-PER
+is\tO
+nice\tO
+
+He\tO
+went\tO
+to\tO
+Rome\tO
+
+Anna\tB-PER
+Smith\tI-PER
+sings\tO
+"""
+# dataset labels are sorted: LOC, PER -> tags O, B-LOC, I-LOC, B-PER, I-PER
+O, BL, IL, BP, IP = range(5)
+
+
+def onehot(cols: list[int], p: float = 0.9, n: int = 5) -> np.ndarray:
+    a = np.full((len(cols), n), (1 - p) / (n - 1), dtype=np.float32)
+    a[np.arange(len(cols)), cols] = p
+    return a
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "ls_backend.cli", "dep", *args],
+        capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=300,
+    )
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    data = tmp_path / "small.conll"
+    data.write_text(SMALL, encoding="utf-8")
+    probs = tmp_path / "p.npz"
+    np.savez(probs, onehot([BP, O, O, BL, O]), onehot([BL, O, O]), onehot([O, O, O, BL]),
+             onehot([BP, IP, O]))
+    return data, probs
+
+
+def test_json_lines(small: tuple[Path, Path]) -> None:
+    data, probs = small
+    res = cli("--data", str(data), "--probs", str(probs))
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["index"] for r in recs] == [0, 1, 2, 3]
+    assert all(r["id"] is None for r in recs)
+    for r in recs:
+        assert 0.0 <= r["dep"] <= 1.0
+        assert {"index", "id", "dep", "spans", "category"} <= set(r)
+    by_dep = sorted(recs, key=lambda r: -r["dep"])
+    assert {by_dep[0]["index"], by_dep[1]["index"]} == {1, 2}
+    wrong = recs[1]["spans"][0]
+    assert (wrong["start"], wrong["end"], wrong["text"], wrong["gold_label"], wrong["kind"]) == (
+        0, 5, "Paris", "PER", "wrong_tag")
+    ghost = recs[2]["spans"][0]
+    assert (ghost["text"], ghost["gold_label"], ghost["pred_label"], ghost["kind"]) == (
+        "Rome", None, "LOC", "ghost")
+    anna = recs[3]["spans"][0]
+    assert (anna["text"], anna["kind"]) == ("Anna Smith", "correct")
+
+
+def test_json_object_and_out_file(small: tuple[Path, Path], tmp_path: Path) -> None:
+    data, probs = small
+    res = cli("--data", str(data), "--probs", str(probs), "--json",
+              "--labels", "O,B-LOC,I-LOC,B-PER,I-PER")
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    assert set(obj) == {"tasks", "thresholds", "summary"}
+    assert len(obj["tasks"]) == 4
+    assert obj["thresholds"]["easy"] <= obj["thresholds"]["mislabeled"]
+    assert obj["summary"]["scored"] == 4 and obj["summary"]["epochs"] == 1
+    out = tmp_path / "scores.jsonl"
+    res2 = cli("--data", str(data), "--probs", str(probs), "--probs", str(probs),
+               "--out", str(out))
+    assert res2.returncode == 0, res2.stderr
+    assert res2.stdout == ""
+    lines = out.read_text().splitlines()
+    assert [json.loads(x)["dep"] for x in lines] == [t["dep"] for t in obj["tasks"]]
+
+
+def test_errors_exit_2_with_one_line(small: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = small
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, onehot([BP, O, O, BL, O]), onehot([BL, O]), onehot([O, O, O, BL]),
+             onehot([BP, IP, O]))
+    res = cli("--data", str(data), "--probs", str(bad))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "task #1: 2 probability rows for 3 tokens" in res.stderr
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from ls_backend.cli import main
+
+    rc = main(["dep", *args])
+    return rc, capsys.readouterr().err
+
+
+def test_more_errors_in_process(small: tuple[Path, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    data, _ = small
+    good = tmp_path / "good.npz"
+    np.savez(good, *[onehot([O] * n) for n in (5, 3, 4, 3)])
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(good),
+                    "--labels", "O,B-PER,I-PER,B-ORG,I-ORG")
+    assert rc == 2 and "not dataset labels" in err and err.count("\n") == 1
+
+    notsum = tmp_path / "logits.npz"
+    np.savez(notsum, *[onehot([O] * n) * 3 for n in (5, 3, 4, 3)])
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(notsum))
+    assert rc == 2 and "sum to" in err
+
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(tmp_path / "missing.npz"))
+    assert rc == 2 and "no such file" in err
+
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(good), "--labels", " , ")
+    assert rc == 2 and "--labels is empty" in err
+
+
+def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
+    from analysis.dataset import token_spans
+    from analysis.decoding import tag_names
+    from analysis.io import load
+
+    path = shared_file("conll2003", "test.conll")
+    ds = load(path)
+    tags = tag_names(ds.labels)
+    col = {t: i for i, t in enumerate(tags)}
+    rng = np.random.default_rng(0)
+    with_spans = [t.index for t in ds.tasks if t.gold]
+    flipped = set(rng.choice(with_spans, 30, replace=False).tolist())
+    arrays = []
+    for t in ds.tasks:
+        cols = [col["O"]] * len(t.tokens)
+        for k, s in enumerate(token_spans(t, "gold", warn=False)):
+            lab = s.label
+            if k == 0 and t.index in flipped:  # the "model" believes another type
+                lab = next(x for x in ds.labels if x != s.label)
+            cols[s.start] = col[f"B-{lab}"]
+            for i in range(s.start + 1, s.end):
+                cols[i] = col[f"I-{lab}"]
+        arrays.append(onehot(cols, p=float(rng.uniform(0.8, 0.99)), n=len(tags)))
+    probs = tmp_path / "test_probs.npz"
+    np.savez(probs, *arrays)
+    out = tmp_path / "scores.jsonl"
+    res = cli("--data", str(path), "--probs", str(probs), "--out", str(out),
+              "--labels", ",".join(tags))
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == len(ds.tasks)
+    by_index = {r["index"]: r for r in recs}
+    # every planted disagreement is a wrong_tag span the model reads as the other type
+    for i in flipped:
+        first = next(s for s in by_index[i]["spans"] if s["gold_label"])
+        assert first["kind"] == "wrong_tag"
+        assert first["pred_label"] == next(x for x in ds.labels if x != first["gold_label"])
+        assert by_index[i]["category"] == "mislabeled"
+    # and they rank near the top (the surface signal also flags genuinely inconsistent
+    # CoNLL-03 annotations, so not necessarily the very top 30)
+    rank = {r["index"]: k for k, r in enumerate(sorted(recs, key=lambda r: -r["dep"]))}
+    assert max(rank[i] for i in flipped) < len(recs) // 10
