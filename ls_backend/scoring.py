@@ -385,6 +385,10 @@ def _score_annotated(ds: Any, ann: list[int], preds: Sequence[Any], *, model: An
     pred = SpanTable.from_spans([list(preds[k].spans) for k in ann], labels=sub.labels)
     al = align(gold, pred, n_tasks=len(ann))
     kinds = np.asarray(KINDS)
+    pred_of: dict[int, list[int]] = {}  # gold row -> overlapping pred rows (built once)
+    for g, p in zip(al.pair_gold.tolist(), al.pair_pred.tolist()):
+        pred_of.setdefault(g, []).append(p)
+    gold_dep = _gold_span_deps(dep)
     out = []
     g_task = gold.task
     p_task = pred.task
@@ -393,7 +397,7 @@ def _score_annotated(ds: Any, ann: list[int], preds: Sequence[Any], *, model: An
         gi = np.flatnonzero(g_task == j)
         pi = np.flatnonzero(p_task == j)
         counts = {kind: int(c) for kind, c in zip(KINDS, al.per_task[j])}
-        span_dep = _span_deps(dep, j, gold, gi)
+        span_dep = [gold_dep.get((j, int(gold.start[g]), int(gold.end[g]))) for g in gi]
         # similar spans: embeddings follow prepared.gold_spans order == sorted gold order
         emb = getattr(preds[k], "extra_embeddings", None)
         gs = gold_spans[k]
@@ -406,9 +410,6 @@ def _score_annotated(ds: Any, ann: list[int], preds: Sequence[Any], *, model: An
                              [gs[r].label for r in have], similar_k)
             it = iter(found)
             sims = [next(it) if r is not None else [] for r in rows]
-        pred_of: dict[int, list[int]] = {}
-        for g, p in zip(al.pair_gold.tolist(), al.pair_pred.tolist()):
-            pred_of.setdefault(g, []).append(p)
         spans = []
         for n, g in enumerate(gi):
             s, e = int(gold.start[g]), int(gold.end[g])
@@ -439,14 +440,12 @@ def _task_dep(dep: Any, j: int) -> float:
     return float(np.asarray(dep.task_dep)[j])
 
 
-def _span_deps(dep: Any, j: int, gold: SpanTable, gi: np.ndarray) -> list[float | None]:
-    """Per gold span DEP of task ``j`` in ``gold`` row order (``None`` when not reported)."""
+def _gold_span_deps(dep: Any) -> dict[tuple[int, int, int], float | None]:
+    """``(task, start, end) -> DEP`` of every gold span in ``dep.spans`` (one pass)."""
     df = dep.spans
-    rows = df[(df["task"] == j) & df["gold_label"].notna()]
-    by_off = {(int(s), int(e)): float(d) for s, e, d in
-              zip(rows["start"].tolist(), rows["end"].tolist(), rows["dep"].tolist())}
-    out: list[float | None] = []
-    for g in gi:
-        v = by_off.get((int(gold.start[g]), int(gold.end[g])))
-        out.append(None if v is None or v != v else round(v, 6))
-    return out
+    rows = df[df["gold_label"].notna()]
+    return {
+        (int(t), int(s), int(e)): (None if d != d else round(float(d), 6))
+        for t, s, e, d in zip(rows["task"].tolist(), rows["start"].tolist(),
+                              rows["end"].tolist(), rows["dep"].tolist())
+    }
