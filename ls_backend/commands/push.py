@@ -1,0 +1,111 @@
+"""``ner-quality push --project ID``: write the analysis back to Label Studio.
+
+Analyses the synced store (``sync`` first; same ``--probs`` / ``--model`` options as
+``analyze``) and, through ``analysis.ls_api``:
+
+* merges DEP and error counts into ``task.data`` (``nerq_*`` fields, the ones the ML backend
+  writes) and a summary into ``task.meta["ner_quality"]`` — read-merge-write, original fields
+  kept, annotations never touched;
+* creates or updates one Data Manager view per alert, ``"Review: <alert>"``, showing exactly
+  the flagged tasks ordered by DEP (highest first);
+* with ``--suggest``, attaches the model's labelling of each flagged task as a prediction
+  under its own ``model_version`` (replacing the previous one, never duplicating).
+
+Idempotent: a second push of the same analysis changes nothing.  ``--dry-run`` prints the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .analyze import add_input_args, run_analysis
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("push", help="write DEP/errors to tasks and create review views",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_input_args(p)
+    p.add_argument("--api-key", default=None, help="default $LABEL_STUDIO_API_KEY")
+    p.add_argument("--model-version", default="ner-quality-analysis",
+                   help="written to nerq_model_version (default ner-quality-analysis)")
+    p.add_argument("--suggest", action="store_true",
+                   help="attach the model's labelling of flagged tasks as a prediction")
+    p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return p
+
+
+def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str, Any]],
+               *, dry_run: bool = False) -> dict[str, Any]:
+    """Send the changed parts of ``plan``; returns what was (or would be) written."""
+    from analysis.push import META_KEY, pending_updates
+
+    todo = pending_updates(plan, current)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    summary: dict[str, Any] = {
+        "project": project_id,
+        "tasks_changed": [u.task_id for u in todo],
+        "views": {v.title: list(v.task_ids) for v in plan.views},
+        "predictions": [p.task_id for p in plan.predictions],
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        summary["plan"] = plan.to_dict()
+        summary["plan"]["updates"] = [
+            {"task_id": u.task_id, "data": u.data} for u in todo
+        ]
+        return summary
+    for u in todo:
+        have = ((current.get(u.task_id) or {}).get("meta") or {}).get(META_KEY) or {}
+        meta = {**have, **u.meta, "analyzed_at": now}
+        api.merge_task_fields(u.task_id, data=u.data, meta={META_KEY: meta})
+    for v in plan.views:
+        api.upsert_view(project_id, v.title, task_ids=list(v.task_ids), ordering=list(v.ordering))
+    for p in plan.predictions:
+        api.create_prediction(p.task_id, p.result, score=0.0 if p.score is None else p.score,
+                              model_version=p.model_version,
+                              replace=True)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from analysis.push import plan_push
+    from analysis.store import TaskStore, store_path
+
+    from .sync import make_api
+
+    if args.project is None and args.store is None:
+        raise ValueError("push needs --project ID (a synced store); files have no Label Studio tasks")
+    res, inp = run_analysis(args)
+    if inp.project_id is None:
+        raise ValueError("the store does not name its project; pass --project ID")
+    plan = plan_push(res, model_version=args.model_version, dataset=inp.dataset,
+                     suggest=args.suggest)
+    path = store_path(args.url, args.project) if args.store is None else args.store
+    with TaskStore(path) as st:
+        current = {int(t["id"]): t for t in st.tasks()}
+    api = None if args.dry_run else make_api(inp.url, args.api_key or os.environ.get("LABEL_STUDIO_API_KEY"))
+    summary = apply_plan(api, inp.project_id, plan, current, dry_run=args.dry_run)
+    if not args.dry_run:
+        # keep the store in step with what Label Studio now holds
+        from analysis.store import sync_project
+
+        with TaskStore(path) as st:
+            sync_project(api, inp.project_id, st, progress=False)
+    if args.json:
+        json.dump(summary, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        verb = "would change" if args.dry_run else "changed"
+        print(f"{verb} {len(summary['tasks_changed'])} task(s); views: "
+              + ", ".join(f"{k} ({len(v)})" for k, v in summary["views"].items()))
+        if args.dry_run:
+            for u in summary["plan"]["updates"][:50]:
+                print(f"  task {u['task_id']}: {json.dumps(u['data'])}")
+    return 0

@@ -1,0 +1,177 @@
+"""Dataset analysis assembly, duplicates, and the push plan (pure parts)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analysis.analyze import Columns, analyze_columns, analyze_dataset, bad_edges, find_duplicates
+from analysis.dataset import Dataset, Task
+from analysis.decoding import tag_names
+from analysis.push import pending_updates, plan_push
+from analysis.spans import Span, SpanTable, tokenize
+
+LABELS = ("PER", "LOC")
+TAGS = tag_names(LABELS)
+
+
+def _task(i: int, text: str, spans: list[tuple[int, int, str]], **kw: object) -> Task:
+    return Task(index=i, id=10 + i, text=text, tokens=tokenize(text),
+                gold=tuple(Span(s, e, lab) for s, e, lab in spans), **kw)  # type: ignore[arg-type]
+
+
+def _probs_for(task: Task, spans: list[tuple[int, int, str]], conf: float = 0.9) -> np.ndarray:
+    tt = task.tokens
+    p = np.full((len(tt), len(TAGS)), (1 - conf) / (len(TAGS) - 1), dtype=np.float32)
+    p[:, 0] = conf
+    for s, e, lab in spans:
+        toks = [k for k in range(len(tt)) if tt.starts[k] >= s and tt.ends[k] <= e]
+        p[toks, 0] = (1 - conf) / (len(TAGS) - 1)
+        p[toks[0], TAGS.index(f"B-{lab}")] = conf
+        for k in toks[1:]:
+            p[k, TAGS.index(f"I-{lab}")] = conf
+    return p
+
+
+@pytest.fixture
+def small() -> tuple[Dataset, list[np.ndarray]]:
+    texts = [
+        ("Ann lives in Rome .", [(0, 3, "PER"), (13, 17, "LOC")], None),
+        ("Bob left Oslo today .", [(0, 3, "PER"), (9, 13, "LOC")], None),
+        # planted wrong tag: "Paris" annotated PER, the model is sure it is LOC
+        ("Carl saw Paris again .", [(0, 4, "PER"), (9, 14, "PER")], [(0, 4, "PER"), (9, 14, "LOC")]),
+        ("Dana met Eve in Rome .", [(0, 4, "PER"), (9, 12, "PER"), (16, 20, "LOC")], None),
+        ("Ann lives in Rome .", [(0, 3, "PER"), (13, 17, "LOC")], None),  # exact duplicate of 0
+        ("   ", [], None),  # empty text
+    ]
+    tasks, probs = [], []
+    for i, (text, spans, model) in enumerate(texts):
+        t = _task(i, text, spans, split="train" if i < 3 else "test")
+        tasks.append(t)
+        probs.append(_probs_for(t, model if model is not None else spans))
+    return Dataset(tasks=tasks, labels=LABELS), probs
+
+
+def test_metrics_and_alerts_on_planted_error(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, probs = small
+    res = analyze_dataset(ds, probs=probs, tags=TAGS)
+    m = res.metrics
+    assert m["n_tasks"] == 6 and m["n_gold_spans"] == 11
+    assert m["error_totals"]["wrong_tag"] == 1 and m["error_totals"]["correct"] == 10
+    assert m["top_confusions"][0] == {"gold": "PER", "pred": "LOC", "count": 1}
+    cl = m["confusion"]["labels"]
+    raw = np.array(m["confusion"]["raw"])
+    assert raw[cl.index("PER"), cl.index("LOC")] == 1
+    assert set(m["splits"]) == {"train", "test"}
+    assert m["splits"]["train"]["n_tasks"] == 3
+    # DEP highest on the planted task
+    assert int(np.nanargmax(res.task_dep)) == 2
+    names = {a.name: a for a in res.alerts}
+    assert names["likely mislabeled"].task_ids == (12,)
+    assert names["duplicates"].task_ids == (10, 14)
+    assert 15 in names["malformed samples"].task_ids
+    d = res.to_dict()
+    assert d["tasks"][2] == {"index": 2, "id": 12, "dep": d["tasks"][2]["dep"],
+                             "errors": {"correct": 1, "wrong_tag": 1, "span_shift": 0,
+                                        "missed": 0, "ghost": 0}}
+
+
+def test_loss_matches_manual_cross_entropy(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, probs = small
+    res = analyze_dataset(ds, probs=probs, tags=TAGS)
+    cols = res.extra["columns"]
+    manual = -np.log(cols.probs[np.arange(cols.probs.shape[0]), cols.token_gold].astype(np.float64))
+    assert res.metrics["loss"]["overall"]["mean"] == pytest.approx(manual.mean())
+    per = res.metrics["loss"]["by_label"]
+    assert sum(v["count"] for v in per.values()) == manual.size
+
+
+def test_without_model_output_only_annotation_side(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, _ = small
+    res = analyze_dataset(ds)
+    assert "prf" not in res.metrics and "dep" not in res.metrics
+    assert res.task_dep is None
+    assert {a.name for a in res.alerts} >= {"duplicates", "malformed samples"}
+
+
+def test_order_of_tasks_does_not_change_flags(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, probs = small
+    perm = [5, 3, 1, 0, 2, 4]
+    tasks = [dataclasses.replace(ds.tasks[k], index=j) for j, k in enumerate(perm)]
+    ds2 = Dataset(tasks=tasks, labels=LABELS)
+    a = analyze_dataset(ds, probs=probs, tags=TAGS)
+    b = analyze_dataset(ds2, probs=[probs[k] for k in perm], tags=TAGS)
+    fa = {x.name: set(x.task_ids) for x in a.alerts}
+    fb = {x.name: set(x.task_ids) for x in b.alerts}
+    assert fa == fb
+
+
+def test_columnar_path_margin_dep() -> None:
+    n = 4
+    gold = SpanTable.from_spans([[Span(0, 1, "PER")], [], [Span(0, 1, "LOC")], []], LABELS)
+    cols = Columns(
+        ids=np.arange(n), text_len=np.full(n, 10), n_tokens=np.full(n, 2),
+        annotated=np.ones(n, bool), gold=gold, gold_text=np.array(["A", "B"], dtype=object),
+        pred=gold, pred_conf=np.ones(2), token_task=np.repeat(np.arange(n), 2),
+        token_gold=np.array([1, 0, 0, 0, 3, 0, 0, 0]),
+        probs=np.tile(np.eye(len(TAGS), dtype=np.float32)[0], (8, 1)), tags=TAGS,
+    )
+    res = analyze_columns(cols)
+    # tokens whose gold tag is not O get margin DEP 1 under an all-O model
+    assert res.task_dep.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert res.metrics["dep"]["source"].startswith("margin")
+
+
+def test_find_duplicates_matches_brute_force() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(3)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(60)]
+    texts += [texts[4] + " x", texts[9].upper(), texts[20].replace(" ", "  ")]
+    groups, method = find_duplicates(texts, threshold=0.95, k=len(texts))
+    assert method == "tfidf"
+    X = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True).fit_transform(
+        [" ".join(t.lower().split()) for t in texts])
+    sim = (X @ X.T).toarray()
+    np.fill_diagonal(sim, 0)
+    pairs = {tuple(sorted(p)) for p in zip(*np.nonzero(sim >= 0.95))}
+    found = {tuple(sorted((a, b))) for g in groups for a in g for b in g if a < b}
+    assert pairs <= found
+    assert {(4, 60), (9, 61), (20, 62)} <= found
+
+
+def test_bad_edges() -> None:
+    assert bad_edges(["Rome", " Rome", "Rome ,", "U.S.", "Rome ."]).tolist() == [
+        False, True, True, False, True]
+
+
+def test_push_plan_is_idempotent(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, probs = small
+    res = analyze_dataset(ds, probs=probs, tags=TAGS)
+    plan = plan_push(res, model_version="v1", dataset=ds, suggest=True)
+    assert len(plan.updates) == len(ds.tasks)
+    u = next(x for x in plan.updates if x.task_id == 12)
+    assert u.data["nerq_wrong_tag"] == 1 and u.data["nerq_errors"] == 1
+    view = next(v for v in plan.views if v.title == "Review: likely mislabeled")
+    assert view.task_ids == (12,)
+    pred = next(p for p in plan.predictions if p.task_id == 12)
+    assert [r["value"]["labels"] for r in pred.result] == [["PER"], ["LOC"]]
+    # tasks as Label Studio would hold them after the push: nothing left to write
+    current = {x.task_id: {"id": x.task_id, "data": {"text": "t", **x.data},
+                           "meta": {"ner_quality": {**x.meta, "time": "later"}}}
+               for x in plan.updates}
+    assert pending_updates(plan, current) == []
+    current[12]["data"]["nerq_dep"] = 0.0
+    assert [x.task_id for x in pending_updates(plan, current)] == [12]
+
+
+def test_push_refuses_conll(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, probs = small
+    tasks = [dataclasses.replace(t, id=None) for t in ds.tasks]
+    res = analyze_dataset(Dataset(tasks=tasks, labels=LABELS), probs=probs, tags=TAGS)
+    assert res.to_dict()["tasks"][0]["id"] is None
+    with pytest.raises(ValueError, match="CoNLL"):
+        plan_push(res, model_version="v")

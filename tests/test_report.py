@@ -1,0 +1,169 @@
+"""The HTML report: self-contained, and it draws in a real headless Chromium.
+
+Chromium is ``/usr/bin/chromium`` (``apt-get install -y chromium``); the browser tests skip
+cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from analysis.analyze import analyze_dataset
+from analysis.dataset import Dataset, Task
+from analysis.decoding import tag_names
+from analysis.report import flagged_rows, render_report, span_map, write_csv, write_report
+from analysis.spans import Span, tokenize
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _dataset() -> tuple[Dataset, list[np.ndarray], tuple[str, ...]]:
+    """12 tasks; task 3 is annotated LOC where the model is sure of PER."""
+    rows = [
+        ("Mara Lindqvist visited Port Avalon .", [(0, 14, "PER"), (23, 34, "LOC")]),
+        ("Helix Dynamics hired Tomas Okafor .", [(0, 14, "ORG"), (21, 33, "PER")]),
+        ("Rain fell on Kestrel Bay today .", [(13, 24, "LOC")]),
+        ("Ines Barrow joined Northwind Bank .", [(0, 11, "LOC"), (19, 33, "ORG")]),
+    ] * 3
+    labels = ("PER", "LOC", "ORG")
+    tags = tag_names(labels)
+    tasks, probs = [], []
+    for i, (text, spans) in enumerate(rows):
+        tt = tokenize(text)
+        gold = tuple(Span(s, e, lab) for s, e, lab in spans)
+        tasks.append(Task(index=i, id=100 + i, text=text, tokens=tt, gold=gold,
+                          split="train" if i < 8 else "test",
+                          annotator="a@x.org" if i % 2 else "b@x.org"))
+        p = np.full((len(tt), len(tags)), 0.01, dtype=np.float32)
+        p[:, 0] = 1.0
+        for s, e, lab in spans:
+            true = "PER" if (text.startswith("Ines") and s == 0) else lab
+            toks = [k for k in range(len(tt)) if tt.starts[k] >= s and tt.ends[k] <= e]
+            p[toks, 0] = 0.01
+            p[toks[0], tags.index(f"B-{true}")] = 1.0
+            for k in toks[1:]:
+                p[k, tags.index(f"I-{true}")] = 1.0
+        probs.append(p / p.sum(axis=1, keepdims=True))
+    return Dataset(tasks=tasks, labels=labels), probs, tags
+
+
+@pytest.fixture(scope="module")
+def result() -> tuple[dict[str, Any], dict[str, Any]]:
+    ds, probs, tags = _dataset()
+    res = analyze_dataset(ds, probs=probs, tags=tags)
+    cols = res.extra["columns"]
+    labels = [cols.gold.labels[j] for j in cols.gold.label.tolist()]
+    vecs = np.random.default_rng(0).normal(size=(len(labels), 8))
+    smap = span_map(vecs, labels, dep=res.task_dep[cols.gold.task],
+                    task_ids=cols.ids[cols.gold.task], texts=list(cols.gold_text))
+    return res.to_dict(), smap
+
+
+def test_report_is_self_contained(result: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    d, smap = result
+    html = render_report(d, ls_url="http://ls.example:8080", project_id=7, spanmap=smap)
+    # no external resource of any kind: scripts, styles, images, fonts all inline
+    assert not re.search(r"""(src|href)=["']?(https?:)?//(?!ls\.example)""", html)
+    assert "@import" not in html and "url(" not in html
+    # links into Label Studio for flagged tasks
+    assert 'href="http://ls.example:8080/projects/7/data?task=103"' in html
+    for cls in ("f1-by-class", "sample-count", "error-distribution", "top-confusions",
+                "confusion", "dep-histogram", "loss-by-label", "span-map-label", "span-map-dep"):
+        assert f'class="chart {cls}"' in html, cls
+
+
+def test_flagged_rows_and_csv(result: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path) -> None:
+    d, _ = result
+    rows = flagged_rows(d)
+    flagged = {t for a in d["alerts"] for t in a["task_ids"]}
+    assert {r["id"] for r in rows} == flagged and 103 in flagged
+    deps = [r["dep"] for r in rows if r["dep"] is not None]
+    assert deps == sorted(deps, reverse=True)
+    p = write_csv(d, tmp_path / "f.csv", ls_url="http://h", project_id=2)
+    lines = p.read_text().splitlines()
+    assert len(lines) == len(rows) + 1 and "http://h/projects/2/data?task=" in lines[1]
+
+
+def test_span_map_subsamples_and_validates() -> None:
+    vecs = np.random.default_rng(1).normal(size=(50, 5))
+    m = span_map(vecs, ["A"] * 50, max_points=20)
+    assert len(m["x"]) == len(m["y"]) == len(m["label"]) == 20
+    with pytest.raises(ValueError, match="one row per label"):
+        span_map(vecs, ["A"] * 3)
+
+
+def test_empty_analysis_renders() -> None:
+    html = render_report({"metrics": {}, "alerts": [], "tasks": []})
+    assert "no alert fired" in html and "</html>" in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_report_draws_in_headless_chromium(
+    result: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    d, smap = result
+    page = write_report(d, tmp_path / "report.html", ls_url="http://127.0.0.1:1", project_id=1,
+                        spanmap=smap)
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert console == [], console
+    # the inline script ran to its end
+    assert 'data-report-ready="1"' in dom
+    # charts drew: bars, heat-map cells, histogram bars, map points
+    n_bars = len(re.findall(r'<rect class="bar', dom))
+    assert n_bars >= len(d["metrics"]["labels"]) * 2
+    assert len(re.findall(r'<rect class="cell"', dom)) == len(d["metrics"]["confusion"]["labels"]) ** 2
+    assert len(re.findall(r'<circle class="pt"', dom)) == 2 * len(smap["x"])
+    assert re.search(r'<svg class="chart dep-histogram"[^>]*>.*?<rect class="bar"', dom, re.S)
+
+
+def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
+    """``analyze --json`` prints one object with the contract keys; ``report`` writes HTML."""
+    import io
+    from contextlib import redirect_stdout
+
+    from analysis.io import save
+    from ls_backend.cli import main
+
+    ds, probs, tags = _dataset()
+    data = tmp_path / "d.json"
+    save(ds, data, format="ls-json")
+    npz = tmp_path / "p.npz"
+    np.savez(npz, *probs)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["analyze", "--data", str(data), "--probs", str(npz), "--labels", ",".join(tags),
+                   "--json"])
+    assert rc == 0
+    obj = json.loads(buf.getvalue())
+    assert set(obj) == {"metrics", "alerts", "tasks"}
+    assert len(obj["tasks"]) == len(ds.tasks)
+    assert set(obj["tasks"][0]) == {"index", "id", "dep", "errors"}
+    names = {a["name"] for a in obj["alerts"]}
+    assert "likely mislabeled" in names
+    lm = next(a for a in obj["alerts"] if a["name"] == "likely mislabeled")
+    # the three copies of the planted task (rows 3, 7, 11) and nothing else
+    assert sorted(lm["task_ids"]) == [obj["tasks"][i]["id"] for i in (3, 7, 11)]
+    out = tmp_path / "r.html"
+    with redirect_stdout(io.StringIO()):
+        rc = main(["report", "--data", str(data), "--probs", str(npz), "--out", str(out),
+                   "--csv", str(tmp_path / "f.csv")])
+    assert rc == 0 and out.stat().st_size > 1000 and (tmp_path / "f.csv").is_file()
+    # bad input: a clear one-line error, exit 2
+    with redirect_stdout(io.StringIO()):
+        assert main(["analyze", "--data", str(data), "--probs", str(tmp_path / "nope.npz")]) == 2
