@@ -82,11 +82,13 @@ def _task_name(task: Any) -> str:
 # --------------------------------------------------------------------------------- loading
 
 
-def load_probs(path: str | Path) -> list[np.ndarray]:
+def load_probs(path: str | Path) -> list[np.ndarray | None]:
     """Read per-task probabilities from an ``.npz`` written by ``numpy.savez(path, *arrays)``.
 
-    Arrays ``arr_0, arr_1, ...`` are returned in task order as float32.  Raises
-    ``ValueError`` when the file holds other keys or a gap in the numbering.
+    Arrays ``arr_0, arr_1, ...`` are returned in task order as float32.  An optional boolean
+    array ``annotated`` (one entry per task, as ``ner-quality train --folds`` writes) marks tasks
+    without out-of-sample probabilities: those come back as ``None``.  Raises ``ValueError``
+    when the file holds other keys, a gap in the numbering or a mask of the wrong length.
     """
     p = Path(path)
     if not p.is_file():
@@ -101,7 +103,11 @@ def load_probs(path: str | Path) -> list[np.ndarray]:
         raise ValueError(f"{p}: not an .npz archive (write it with numpy.savez(path, *arrays))")
     with z:
         idx: list[int] = []
+        mask = None
         for k in z.files:
+            if k == "annotated":
+                mask = np.asarray(z[k]).astype(bool).ravel()
+                continue
             if not (k.startswith("arr_") and k[4:].isdigit()):
                 raise ValueError(
                     f"{p}: unexpected array {k!r}; expected arr_0, arr_1, ... "
@@ -112,7 +118,14 @@ def load_probs(path: str | Path) -> list[np.ndarray]:
         if order != list(range(len(order))):
             missing = sorted(set(range(max(order) + 1)) - set(order))
             raise ValueError(f"{p}: arrays are not numbered 0..n-1 (missing arr_{missing[0]})")
-        return [np.asarray(z[f"arr_{i}"], dtype=np.float32) for i in order]
+        out: list[np.ndarray | None] = [np.asarray(z[f"arr_{i}"], dtype=np.float32) for i in order]
+        if mask is not None:
+            if mask.shape[0] != len(out):
+                raise ValueError(
+                    f"{p}: 'annotated' mask has {mask.shape[0]} entries for {len(out)} arrays"
+                )
+            out = [a if m else None for a, m in zip(out, mask.tolist())]
+        return out
 
 
 # ------------------------------------------------------------------------------ validation

@@ -286,6 +286,18 @@ def test_load_probs_round_trip(tmp_path) -> None:
         load_probs(tmp_path / "missing.npz")
 
 
+def test_load_probs_annotated_mask(tmp_path) -> None:
+    """``ner-quality train --folds`` writes an ``annotated`` mask: unannotated tasks -> None."""
+    arrays = [onehot([O, BL]), np.full((1, len(TAGS)), np.nan, dtype=np.float32), onehot([BP])]
+    np.savez(tmp_path / "oof.npz", *arrays, annotated=np.array([True, False, True]))
+    got = load_probs(tmp_path / "oof.npz")
+    assert got[1] is None and got[0] is not None and got[2] is not None
+    np.testing.assert_array_equal(got[2], arrays[2])
+    np.savez(tmp_path / "short.npz", *arrays, annotated=np.array([True, False]))
+    with pytest.raises(ValueError, match="'annotated' mask has 2 entries for 3 arrays"):
+        load_probs(tmp_path / "short.npz")
+
+
 # ---------------------------------------------------------------------- aggregation, thresholds
 
 

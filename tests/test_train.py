@@ -238,6 +238,14 @@ def test_cli_train_with_folds_then_predict(tmp_path: Path, capsys: pytest.Captur
     assert (mdir / "dynamics" / "epoch_1.npz").is_file()
     assert not (mdir / "folds").exists()  # fold models are not kept
 
+    # the out-of-sample file is the `dep --probs` format: scoring it works as is
+    rc = main(["dep", "--data", str(data), "--probs", str(mdir / "oof_probs.npz"),
+               "--labels", ",".join(tags), "--json"])
+    assert rc == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert [t["index"] for t in scored["tasks"]] == list(range(len(RAW)))
+    assert all(0.0 <= t["dep"] <= 1.0 for t in scored["tasks"])
+
     out = tmp_path / "preds.json"
     rc = main(["predict", "--model", str(mdir), "--data", str(data), "--out", str(out),
                "--device", "cpu"])
