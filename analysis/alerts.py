@@ -75,6 +75,10 @@ ALERT_NAMES = (
 )
 
 
+#: every review view ner-quality manages is titled ``VIEW_PREFIX + alert name``
+VIEW_PREFIX = "Review: "
+
+
 @dataclass(frozen=True)
 class Alert:
     """One fired rule.  See the module docstring for the fields."""
@@ -95,7 +99,7 @@ class Alert:
     @property
     def view_title(self) -> str:
         """Title of the Label Studio Data Manager view for this alert."""
-        return f"Review: {self.name}"
+        return f"{VIEW_PREFIX}{self.name}"
 
 
 def _jsonable(x: Any) -> Any:

@@ -121,9 +121,15 @@ def test_sync_analyze_push_roundtrip(label_studio: Any, ls_project: Any, ls_api:
             [a["result"] for a in before[k]["annotations"]]
     assert sum(1 for p in after[tid]["predictions"] if p["model_version"].endswith("-suggest")) == 1
 
+    # a review view whose alert no longer fires (left by an earlier push) gets emptied
+    stale = ls_api.upsert_view(pid, "Review: an alert that stopped firing", task_ids=[tid])
+    assert ls_api.view_task_ids(stale) == [tid]
+
     # second push: nothing changes, no duplicate views or predictions
     p2 = _cli(*push_args)
     assert p2["tasks_changed"] == []
+    assert p2["views_cleared"] == ["Review: an alert that stopped firing"]
+    assert ls_api.view_task_ids(stale) == []
     again = {t["id"]: t for t in ls_api.export_tasks(pid)}
     assert {k: (t["data"], t["meta"]) for k, t in again.items()} == \
         {k: (t["data"], t["meta"]) for k, t in after.items()}

@@ -7,7 +7,8 @@ Analyses the synced store (``sync`` first; same ``--probs`` / ``--model`` option
   writes) and a summary into ``task.meta["ner_quality"]`` — read-merge-write, original fields
   kept, annotations never touched;
 * creates or updates one Data Manager view per alert, ``"Review: <alert>"``, showing exactly
-  the flagged tasks ordered by DEP (highest first);
+  the flagged tasks ordered by DEP (highest first); the view of an alert that no longer fires
+  is emptied (kept, so annotators' bookmarks still work, but showing no stale tasks);
 * with ``--suggest``, attaches the model's labelling of each flagged task as a prediction
   under its own ``model_version`` (replacing the previous one, never duplicating).
 
@@ -65,6 +66,18 @@ def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str
         api.merge_task_fields(u.task_id, data=u.data, meta={META_KEY: meta})
     for v in plan.views:
         api.upsert_view(project_id, v.title, task_ids=list(v.task_ids), ordering=list(v.ordering))
+    # a review view of an alert that no longer fires is emptied, never left showing stale tasks
+    from analysis.alerts import VIEW_PREFIX
+
+    planned = {v.title for v in plan.views}
+    cleared = []
+    for view in api.list_views(project_id):
+        title = str((view.get("data") or {}).get("title", ""))
+        if title.startswith(VIEW_PREFIX) and title not in planned:
+            if api.view_task_ids(int(view["id"])):
+                api.upsert_view(project_id, title, task_ids=[])
+                cleared.append(title)
+    summary["views_cleared"] = cleared
     for p in plan.predictions:
         api.create_prediction(p.task_id, p.result, score=0.0 if p.score is None else p.score,
                               model_version=p.model_version,
