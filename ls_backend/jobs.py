@@ -36,6 +36,11 @@ from .state import ProjectState, StateStore, base_version, project_id
 
 logger = logging.getLogger(__name__)
 
+#: /predict requests with at most this many tasks (task opens) get a duplicate check
+_DEDUP_MAX_TASKS = 5
+#: seconds after answering before the duplicate check (Label Studio stores answers first)
+_DEDUP_DELAY_S = 3.0
+
 __all__ = ["Backend", "ScoreJob", "ScoreQueue", "QueueFull", "ModelCache", "NoLabelStudio"]
 
 
@@ -357,6 +362,8 @@ class Backend:
         preds = scoring.run_model(model, prepared, batch_tokens=4096)
         results = scoring.prediction_results(prepared, preds, config, version)
         self._sync_project_version(st)
+        if len(prepared.dataset.tasks) <= _DEDUP_MAX_TASKS:
+            self._dedup_later(st, [t.id for t in prepared.dataset.tasks if t.id is not None])
         with self._meta_lock:
             self.stats["predicted_tasks"] += len(prepared.dataset.tasks)
         # Side products, written in the background: uncertainty of every task, and live
@@ -371,6 +378,40 @@ class Backend:
                 self._remember(st.project, task_id, overlay)
                 self._enqueue_quiet(ScoreJob(st.project, task_id, fields=overlay))
         return results
+
+    def _dedup_later(self, st: ProjectState, task_ids: list[int]) -> None:
+        """Remove duplicate predictions of the served version that Label Studio itself made.
+
+        Label Studio 1.23 calls /predict on every GET of a task that has no prediction of the
+        current version; two quick opens of the same task race, and it stores both answers.
+        A few seconds later (after it stored them) this keeps the oldest prediction of *our*
+        version on each task and deletes the newer copies.  Only model predictions of this
+        backend's version are ever deleted — never annotations, never other versions.
+        """
+        if not (st.trained and task_ids and self.settings.label_studio_enabled):
+            return
+        version = st.model_version
+
+        def run() -> None:
+            try:
+                api = self.api
+                for tid in task_ids:
+                    mine = sorted(
+                        (p for p in api.list_predictions(int(tid))
+                         if p.get("model_version") == version),
+                        key=lambda p: int(p["id"]),
+                    )
+                    for dup in mine[1:]:
+                        api.delete_prediction(int(dup["id"]))
+                        logger.info("task %s: removed duplicate prediction %s of version %s "
+                                    "(Label Studio raced two /predict calls)", tid, dup["id"],
+                                    version)
+            except Exception as exc:  # never fail a request for the janitor
+                logger.warning("duplicate-prediction check failed for tasks %s: %s", task_ids, exc)
+
+        timer = threading.Timer(_DEDUP_DELAY_S, run)
+        timer.daemon = True
+        timer.start()
 
     def _sync_project_version(self, st: ProjectState) -> None:
         """Point the Label Studio project's ``model_version`` at the served version, once.
