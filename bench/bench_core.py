@@ -137,7 +137,8 @@ def bench_conll(tmp: Path, repeat: int) -> dict[str, Any]:
     res: dict[str, Any] = {"tasks": len(ds.tasks), "json_mb": round(js.stat().st_size / 1e6, 1)}
     t0 = time.perf_counter()
     ds2 = io.load(js)
-    t_load = time.perf_counter() - t0
+    t_load_first = time.perf_counter() - t0  # cold: first parse in this process
+    t_load, ds2 = best_of(lambda: io.load(js), repeat)
     t_tables, (gold, pred) = best_of(lambda: (ds2.gold_table(), ds2.pred_table()), repeat)
     t_core, out = best_of(lambda: core(gold, pred, len(ds2.tasks)), repeat)
     t_align, _ = best_of(lambda: align(gold, pred, n_tasks=len(ds2.tasks)), repeat)
@@ -148,7 +149,7 @@ def bench_conll(tmp: Path, repeat: int) -> dict[str, Any]:
     total = t_load + t_tables + t_core
     res.update(
         gold_spans=len(gold), pred_spans=len(pred), result=out,
-        seconds={"io_load_json": t_load, "tables": t_tables, "align": t_align,
+        seconds={"io_load_json": t_load, "io_load_json_first": t_load_first, "tables": t_tables, "align": t_align,
                  "align_plus_metrics": t_core, "total_parse_to_metrics": total,
                  "seqeval_classification_report": t_seq},
         tasks_per_s={"total": len(ds2.tasks) / total, "core_only": len(ds2.tasks) / t_core,
