@@ -12,8 +12,18 @@ Token DEP
 Units
     Every gold span (its token DEP is the max over its tokens) and every gold-``O`` token.  Each
     unit gets the signals of :mod:`analysis.signals` (margin, disagreement, surface-form
-    consistency, neighbour label consistency when span embeddings are given), combined by
-    :func:`analysis.signals.combine` into the unit DEP.
+    consistency, neighbour label consistency when span embeddings are given, and for spans the
+    entity-type margin and the highest ``p(O)``), combined by :func:`analysis.signals.combine`
+    (weighted noisy-OR).
+Unit-type calibration
+    The combined score of each unit is then mapped by :func:`analysis.signals.calibrate`
+    (``σ(a + b · logit s)``, monotone) with ``(a, b)`` per unit type: gold spans, ``O`` tokens
+    right next to a gold span (``o_boundary``: where a shifted boundary shows) and other ``O``
+    tokens (``o``: where a missed entity shows).  A model's DEP is not on the same scale for the
+    three: a sentence has many ``O`` tokens, a few spans and fewer boundary tokens, and the model
+    errs differently on each, so an uncalibrated max lets one type crowd out the others.  The
+    default ``(a, b)`` (:data:`analysis.signals.DEFAULT_CALIBRATION`) were chosen on injected
+    noise by ``bench/bench_detection.py`` (spans are the reference scale).
 Span DEP
     The unit DEP of a gold span; a predicted span that overlaps no gold span (``ghost``, argmax
     decoding with :func:`analysis.decoding.decode_probs`) gets the max unit DEP over its tokens.
@@ -48,7 +58,8 @@ import pandas as pd
 from .decoding import decode_probs, tag_names
 from .errors import KINDS, align
 from .schemes import split_tag
-from .signals import DEFAULT_WEIGHTS, combine, model_disagreement, neighbour_disagreement
+from .signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, calibrate, combine
+from .signals import model_disagreement, neighbour_disagreement, type_disagreement
 from .signals import surface_consistency
 from .spans import SpanTable
 
@@ -700,6 +711,7 @@ def compute_dep(
     weights: Mapping[str, float] | None = None,
     neighbours: int = 10,
     tol: float = 1e-3,
+    calibration: Mapping[str, tuple[float, float]] | None = None,
 ) -> DepResult:
     """Score every annotated task of ``dataset`` for label errors.
 
@@ -718,6 +730,9 @@ def compute_dep(
         :data:`analysis.signals.DEFAULT_WEIGHTS`)
     neighbours : ``k`` of the neighbour signal
     tol : tolerance of the row sums of ``probs``
+    calibration : unit type (``"span"``, ``"o"``, ``"o_boundary"``) → ``(a, b)`` of
+        :func:`analysis.signals.calibrate`, applied to the combined signals of each unit before
+        aggregation; default :data:`analysis.signals.DEFAULT_CALIBRATION`; ``{}`` = identity
 
     Returns
     -------
@@ -789,20 +804,42 @@ def compute_dep(
     inside[span_tok] = True
     span_margin = _range_max(margin_dep, gold.span_t0, gold.span_t1)
     span_dis = _range_max(disagree, gold.span_t0, gold.span_t1)
+    labels_ = tuple(dataset.labels)
+    b_cols = np.array([tags.index(f"B-{lab}") if f"B-{lab}" in tags else -1 for lab in labels_])
+    i_cols = np.array([tags.index(f"I-{lab}") if f"I-{lab}" in tags else -1 for lab in labels_])
+    span_type = type_disagreement(flat.probs, gold.span_t0, gold.span_t1, gold.span_label,
+                                  b_cols, i_cols)
     span_sig = {
         "margin": span_margin,
         "disagreement": span_dis,
         "surface": surf_span,
         "neighbour": neigh,
+        "type": span_type,
+        "outside": _range_max(flat.probs[:, o_col], gold.span_t0, gold.span_t1),
     }
     tok_sig = {
         "margin": margin_dep,
         "disagreement": disagree,
         "surface": surf_tok,
         "neighbour": np.zeros(n_tok, dtype=np.float32),
+        "type": np.zeros(n_tok, dtype=np.float32),
+        "outside": np.zeros(n_tok, dtype=np.float32),
     }
-    span_score = combine(span_sig, w)
-    tok_score = combine(tok_sig, w)
+    # ---- per-unit-type calibration onto one scale (see analysis.signals.calibrate)
+    boundary = np.zeros(n_tok, dtype=bool)
+    if n_span:
+        before = gold.span_t0 - 1
+        ok = (before >= 0) & (tok_task[np.maximum(before, 0)] == gold.span_task)
+        boundary[before[ok]] = True
+        after = gold.span_t1
+        ok = (after < n_tok) & (tok_task[np.minimum(after, max(n_tok - 1, 0))] == gold.span_task)
+        boundary[after[ok]] = True
+    boundary &= ~inside
+    cal = dict(DEFAULT_CALIBRATION if calibration is None else calibration)
+    span_score = calibrate(combine(span_sig, w), "span", cal)
+    tok_raw = combine(tok_sig, w)
+    tok_score = np.where(boundary, calibrate(tok_raw, "o_boundary", cal),
+                         calibrate(tok_raw, "o", cal)).astype(np.float32)
 
     o_tok = np.flatnonzero(~inside)
     unit_task = np.concatenate([gold.span_task, tok_task[o_tok]])

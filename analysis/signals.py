@@ -18,6 +18,15 @@ score in ``[0, 1]``, higher = more likely mislabeled:
 ``neighbour``
     :func:`neighbour_disagreement`: a span's ``k`` most similar spans by embedding (cosine)
     carry another gold label.
+``type``
+    :func:`type_disagreement` (gold spans only): ``(1 − type margin) / 2``, where the type margin
+    is the span's mean ``p(B-T) + p(I-T)`` of its gold type minus that of the best other type.
+    Unlike the token margin it ignores *where* the model puts B/I/O inside the span, so a span
+    whose boundaries the model doubts is not mistaken for a relabelled one.
+``outside``
+    (gold spans only): the highest ``p(O)`` over the span's tokens — the model reads part (or
+    all) of the span as no entity at all: a span stretched over a neighbouring word, or a
+    spurious span.  Type confusion inside the span does not raise it.
 
 :func:`combine` merges them with a weighted noisy-OR, ``1 − Π_s (1 − w_s · x_s)``: it stays in
 ``[0, 1]``, is monotone in every signal, equals the margin score alone when the other signals
@@ -39,21 +48,39 @@ __all__ = [
     "SIGNALS",
     "DEFAULT_WEIGHTS",
     "model_disagreement",
+    "type_disagreement",
     "surface_consistency",
     "neighbour_disagreement",
     "combine",
+    "UNIT_TYPES",
+    "DEFAULT_CALIBRATION",
+    "calibrate",
 ]
 
 logger = logging.getLogger(__name__)
 
-SIGNALS: tuple[str, ...] = ("margin", "disagreement", "surface", "neighbour")
+SIGNALS: tuple[str, ...] = ("margin", "disagreement", "surface", "neighbour", "type", "outside")
 
 #: Weights of :func:`combine`, chosen with the detection bench ablation (see bench/README.md).
 DEFAULT_WEIGHTS: Mapping[str, float] = {
-    "margin": 0.75,
+    "margin": 1.0,
     "disagreement": 0.0,
     "surface": 1.0,
-    "neighbour": 0.0,
+    "neighbour": 0.5,
+    "type": 1.0,
+    "outside": 0.0,
+}
+
+#: Unit types of :func:`calibrate`: gold spans, gold-``O`` tokens right next to a gold span (in
+#: the same task), all other gold-``O`` tokens.
+UNIT_TYPES: tuple[str, ...] = ("span", "o_boundary", "o")
+
+#: ``(a, b)`` per unit type for :func:`calibrate`, chosen with the detection bench (see
+#: bench/README.md); a missing type is left unchanged.
+DEFAULT_CALIBRATION: Mapping[str, tuple[float, float]] = {
+    "span": (0.0, 1.0),
+    "o_boundary": (-1.5, 3.0),
+    "o": (1.0, 2.0),
 }
 
 _SEP = "\x1f"  # joins tokens of a surface form; never part of a token
@@ -78,6 +105,60 @@ def model_disagreement(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
     am = probs.argmax(axis=1)
     conf = probs[np.arange(probs.shape[0]), am]
     return np.where(am != gold, conf, 0.0).astype(np.float32)
+
+
+def type_disagreement(
+    probs: np.ndarray,
+    span_start: np.ndarray,
+    span_end: np.ndarray,
+    span_label: np.ndarray,
+    b_cols: np.ndarray,
+    i_cols: np.ndarray,
+) -> np.ndarray:
+    """``(1 − type margin) / 2`` of each gold span.
+
+    The type probability of entity type ``T`` on a token is ``p(B-T) + p(I-T)``; a span's is the
+    mean over its tokens; the type margin is the gold type's minus the best other type's.
+
+    Parameters
+    ----------
+    probs : (N, n_tags) float
+    span_start, span_end : (n,) int, sorted, non-overlapping, non-empty global token ranges
+    span_label : (n,) int, index into the label list
+    b_cols, i_cols : (n_labels,) int, column of ``B-``/``I-`` of each label (-1: no column; such
+        a label is never a gold span's label)
+
+    Returns
+    -------
+    (n,) float32 in [0, 1]; > 0.5 exactly when another type is more probable on the span.
+
+    >>> p = np.array([[0.1, 0.1, 0.0, 0.8, 0.0], [0.1, 0.0, 0.2, 0.0, 0.7]])
+    >>> type_disagreement(p, np.array([0]), np.array([2]), np.array([0]),
+    ...                   np.array([1, 3]), np.array([2, 4])).astype(float).round(3).tolist()
+    [0.8]
+    """
+    s0 = np.asarray(span_start, dtype=np.int64)
+    s1 = np.asarray(span_end, dtype=np.int64)
+    lab = np.asarray(span_label, dtype=np.int64)
+    n = s0.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    b = np.asarray(b_cols, dtype=np.int64)
+    i = np.asarray(i_cols, dtype=np.int64)
+    has = (b >= 0) & (i >= 0)
+    p = np.asarray(probs, dtype=np.float64)
+    typ = np.zeros((p.shape[0] + 1, len(b)), dtype=np.float64)  # + 1 row: reduceat end marker
+    typ[:-1, has] = p[:, b[has]] + p[:, i[has]]
+    idx = np.empty(2 * n, dtype=np.int64)
+    idx[0::2], idx[1::2] = s0, s1
+    mean = np.add.reduceat(typ, idx, axis=0)[0::2] / (s1 - s0)[:, None]
+    rows = np.arange(n)
+    gold = mean[rows, lab]
+    mean[rows, lab] = -np.inf
+    mean[:, ~has] = -np.inf
+    other = mean.max(axis=1) if mean.shape[1] > 1 else np.zeros(n)
+    other = np.where(np.isfinite(other), other, 0.0)
+    return np.clip((1.0 - (gold - other)) / 2.0, 0.0, 1.0).astype(np.float32)
 
 
 def _ngram_keys(tok: pd.Series, task: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,3 +362,50 @@ def combine(
     if out is None:
         return np.zeros(0, dtype=np.float32)
     return np.clip(1.0 - out, 0.0, 1.0).astype(np.float32)
+
+
+def calibrate(
+    score: np.ndarray,
+    unit_type: str,
+    calibration: Mapping[str, tuple[float, float]],
+    *,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """Map one unit type's scores onto the common DEP scale: ``σ(a + b · logit(s))``.
+
+    Monotone (``b > 0``) within a unit type, so it only changes how units of different types
+    rank against each other — what the task ``max`` compares.  ``(a, b) = (0, 1)`` and a type
+    missing from ``calibration`` leave the scores unchanged.
+
+    Parameters
+    ----------
+    score : (m,) float in [0, 1]
+    unit_type : one of :data:`UNIT_TYPES`
+    calibration : unit type → ``(a, b)`` with ``b > 0``
+
+    Returns
+    -------
+    (m,) float32 in [0, 1]
+
+    >>> calibrate(np.array([0.5, 0.9]), "o", {"o": (-1.0, 1.0)}).astype(float).round(3).tolist()
+    [0.269, 0.768]
+    """
+    if unit_type not in UNIT_TYPES:
+        raise ValueError(f"unit type must be one of {UNIT_TYPES}, got {unit_type!r}")
+    s = np.asarray(score, dtype=np.float64)
+    if unit_type not in calibration:
+        return s.astype(np.float32)
+    try:
+        a, b = (float(v) for v in calibration[unit_type])
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"calibration of {unit_type!r} must be a pair (a, b) of numbers, "
+            f"got {calibration[unit_type]!r}"
+        ) from None
+    if not b > 0 or not np.isfinite(a) or not np.isfinite(b):
+        raise ValueError(f"calibration of {unit_type!r} needs finite a and b > 0, got ({a}, {b})")
+    if a == 0.0 and b == 1.0:
+        return s.astype(np.float32)
+    p = np.clip(s, eps, 1.0 - eps)
+    z = a + b * (np.log(p) - np.log1p(-p))
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)

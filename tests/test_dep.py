@@ -18,17 +18,21 @@ from analysis.dep import (
     validate_probs,
 )
 from analysis.signals import (
+    calibrate,
     combine,
     model_disagreement,
     neighbour_disagreement,
     surface_consistency,
+    type_disagreement,
 )
 from analysis.spans import Span, from_tokens
 
 LABELS = ("LOC", "PER")
 TAGS = tag_names(LABELS)  # O, B-LOC, I-LOC, B-PER, I-PER
 O, BL, IL, BP, IP = range(5)
-MARGIN_ONLY = {"margin": 1.0, "disagreement": 0.0, "surface": 0.0, "neighbour": 0.0}
+MARGIN_ONLY = {"margin": 1.0, "disagreement": 0.0, "surface": 0.0, "neighbour": 0.0, "type": 0.0,
+               "outside": 0.0}
+IDENTITY: dict[str, tuple[float, float]] = {}  # no per-unit-type calibration
 
 
 def make_task(index: int, tokens: str, spans: list[tuple[int, int, str]], *, tid: int | None = None,
@@ -71,13 +75,13 @@ def test_token_dep_is_half_one_minus_margin() -> None:
     # gold O with p = (0.7, 0.2, 0.1, 0, 0): margin 0.5 -> DEP 0.25 (computed by hand)
     ds = Dataset([make_task(0, "x", [])], LABELS)
     p = np.array([[0.7, 0.2, 0.1, 0.0, 0.0]], dtype=np.float32)
-    r = compute_dep(ds, [p], tags=TAGS, weights=MARGIN_ONLY)
+    r = compute_dep(ds, [p], tags=TAGS, weights=MARGIN_ONLY, calibration=IDENTITY)
     assert r.token_margin_dep[0] == pytest.approx(0.25)
     assert r.task_dep[0] == pytest.approx(0.25)
     # argmax disagrees with gold -> DEP above 0.5: gold B-PER, p(B-PER)=0.1, max other 0.7
     ds2 = Dataset([make_task(0, "x", [(0, 1, "PER")])], LABELS)
     p2 = np.array([[0.7, 0.1, 0.0, 0.1, 0.1]], dtype=np.float32)
-    r2 = compute_dep(ds2, [p2], tags=TAGS, weights=MARGIN_ONLY)
+    r2 = compute_dep(ds2, [p2], tags=TAGS, weights=MARGIN_ONLY, calibration=IDENTITY)
     assert r2.task_dep[0] == pytest.approx((1 - (0.1 - 0.7)) / 2)
 
 
@@ -416,3 +420,49 @@ def test_signals_change_the_score(small: tuple[Dataset, list[np.ndarray]]) -> No
     emb = np.eye(ds.n_spans())
     with pytest.raises(ValueError, match="one row per gold span"):
         compute_dep(ds, probs, tags=TAGS, span_embeddings=emb[:-1])
+
+
+def test_type_disagreement_ignores_boundary_doubt() -> None:
+    # span of 2 tokens, gold PER: the model is sure it is PER but unsure B vs I -> low type DEP
+    # (while the token margin of token 1 is high); a span the model reads as LOC -> high
+    p = np.array([[0.0, 0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.6, 0.4],
+                  [0.05, 0.8, 0.05, 0.1, 0.0]])
+    b, i = np.array([BL, BP]), np.array([IL, IP])
+    out = type_disagreement(p, np.array([0, 2]), np.array([2, 3]), np.array([1, 1]), b, i)
+    # span 0: PER type prob 1.0, LOC 0 -> margin 1 -> 0; span 1: PER 0.1, LOC 0.85 -> 0.875
+    assert out == pytest.approx([0.0, 0.875])
+    assert token_margins(p[:2], np.array([BP, IP]))[1] < 0  # the token margin calls it wrong
+    assert type_disagreement(p, np.array([], int), np.array([], int), np.array([], int),
+                             b, i).shape == (0,)
+
+
+def test_calibrate_monotone_identity_and_errors() -> None:
+    x = np.linspace(0.01, 0.99, 50)
+    np.testing.assert_allclose(calibrate(x, "o", {"o": (0.0, 1.0)}), x, rtol=1e-6)
+    np.testing.assert_allclose(calibrate(x, "o", {"span": (2.0, 2.0)}), x, rtol=1e-6)
+    y = calibrate(x, "o", {"o": (-1.0, 2.0)})
+    assert np.all(np.diff(y) > 0) and np.all((y >= 0) & (y <= 1))
+    # sigma(-1 + 2 logit 0.5) = sigma(-1)
+    assert calibrate(np.array([0.5]), "o", {"o": (-1.0, 2.0)})[0] == pytest.approx(
+        1 / (1 + np.e), rel=1e-5)
+    with pytest.raises(ValueError, match="b > 0"):
+        calibrate(x, "o", {"o": (0.0, 0.0)})
+    with pytest.raises(ValueError, match="unit type must be one of"):
+        calibrate(x, "token", {})
+    with pytest.raises(TypeError, match="pair"):
+        calibrate(x, "o", {"o": 1.0})  # type: ignore[dict-item]
+
+
+def test_calibration_applies_per_unit_type() -> None:
+    # "a John b c": gold PER on John; tokens 0 and 2 are boundary O tokens, 3 is a plain O
+    ds = Dataset([make_task(0, "a John b c", [(1, 2, "PER")])], LABELS)
+    p = onehot([O, BP, O, O], p=0.7)
+    base = compute_dep(ds, [p], tags=TAGS, weights=MARGIN_ONLY, calibration=IDENTITY)
+    up = compute_dep(ds, [p], tags=TAGS, weights=MARGIN_ONLY,
+                     calibration={"o_boundary": (2.0, 1.0)})
+    raised = up.token_dep > base.token_dep + 1e-6
+    assert raised.tolist() == [True, False, True, False]
+    np.testing.assert_allclose(up.token_margin_dep, base.token_margin_dep)
+    assert up.task_dep[0] == pytest.approx(up.token_dep.max())
+    sp = compute_dep(ds, [p], tags=TAGS, weights=MARGIN_ONLY, calibration={"span": (2.0, 1.0)})
+    assert (sp.token_dep > base.token_dep + 1e-6).tolist() == [False, True, False, False]
