@@ -43,8 +43,7 @@ from . import lsfields as _lsf
 META_KEY: str = _lsf.META_KEY
 F_DEP = _lsf.DEP
 F_ERRORS = _lsf.ERRORS
-F_KIND = {"wrong_tag": _lsf.WRONG_TAG, "span_shift": _lsf.SPAN_SHIFT,
-          "missed": _lsf.MISSED, "ghost": _lsf.GHOST}
+F_KIND = _lsf.KIND_FIELDS
 F_VERSION = _lsf.MODEL_VERSION
 #: Data Manager ordering of the review views: highest DEP first
 DEP_ORDERING: tuple[str, ...] = tuple(_lsf.DEP_ORDERING)
