@@ -196,7 +196,7 @@ def run_demo(
     inp = Inputs(ds, None, None)
     result: dict[str, Any] = {"out_dir": str(out), "analysis": str(out / "analysis.json")}
 
-    ls_proc = be_proc = None
+    ls_proc = None
     url = os.environ.get("LABEL_STUDIO_URL")
     key = os.environ.get("LABEL_STUDIO_API_KEY")
     try:

@@ -694,9 +694,9 @@ class Backend:
                     logger.error("project %s: training failed: %s\n%s", pid, exc,
                                  traceback.format_exc())
                     self._record_error(f"project {pid} training", exc)
-                    self.store.update(pid, lambda s: s.train.update(
-                        status="failed", error=f"{type(exc).__name__}: {exc}",
-                        finished_at=time.time()))
+                    err = f"{type(exc).__name__}: {exc}"
+                    self.store.update(pid, lambda s, err=err: s.train.update(
+                        status="failed", error=err, finished_at=time.time()))
             with self._meta_lock:
                 if pid not in self._train_again:
                     self._training.pop(pid, None)
@@ -706,8 +706,6 @@ class Backend:
             self.store.update(pid, lambda s: s.train.update(status="queued", reason="rerun"))
 
     def _train(self, pid: str, tasks: list[dict[str, Any]] | None) -> None:
-        from analysis.io import from_ls_tasks
-
         from . import scoring
         from .runtime import train as runtime_train
 
