@@ -546,7 +546,7 @@ def overlapping_classes(
     if a_idx.size == 0:
         return None
     order = np.argsort(-sub[a_idx, b_idx], kind="stable")
-    pairs = [
+    pairs: list[dict[str, Any]] = [
         {
             "gold": labels[int(a)],
             "pred": labels[int(b)],

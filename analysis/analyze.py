@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -333,7 +333,7 @@ def columns_from_dataset(
     split = np.array([t.split for t in tasks], dtype=object)
     annotator = np.array([t.annotator for t in tasks], dtype=object)
     problem_rows = np.array(
-        sorted({p.task for p in getattr(ds, "problems", ()).items if p.which == "gold"}),
+        sorted({p.task for p in cast(Any, getattr(ds, "problems", ())).items if p.which == "gold"}),
         dtype=np.int64,
     ) if getattr(ds, "problems", None) is not None else None
 
@@ -374,7 +374,7 @@ def columns_from_dataset(
                 sp = list(predictions[i].spans)
                 sc = np.asarray(predictions[i].span_scores, dtype=np.float32)
             elif per_task is not None and per_task[i] is not None:
-                tok_spans, sc = decode_probs(per_task[i], tags)
+                tok_spans, sc = decode_probs(cast(np.ndarray, per_task[i]), tags)
                 sp = token_to_char_spans(t.tokens, tok_spans)
             else:
                 sp, sc = [], np.zeros(0, np.float32)
@@ -470,6 +470,8 @@ def analyze_columns(
     # ---- errors against the predictions
     al: Alignment | None = None
     task_errors = None
+    disagree_conf: np.ndarray | None
+    ghost_conf: np.ndarray | None
     ann_rows = cols.annotated
     if cols.pred is not None:
         pred = cols.pred
@@ -623,7 +625,8 @@ def analyze_columns(
                     r2 = span_prf(g2, p2)
                     entry["prf"] = {"micro avg": r2.micro, "macro avg": r2.macro,
                                     **{lab: {"f1-score": float(f)} for lab, f in zip(r2.labels, r2.f1)}}
-                    entry["error_totals"] = {k: int(c) for k, c in zip(KINDS, task_errors[mask].sum(axis=0))}
+                    errs = cast(np.ndarray, task_errors)  # set whenever cols.pred is
+                    entry["error_totals"] = {k: int(c) for k, c in zip(KINDS, errs[mask].sum(axis=0))}
                 if task_dep is not None:
                     dd = task_dep[mask]
                     dd = dd[np.isfinite(dd)]

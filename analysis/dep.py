@@ -50,7 +50,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -277,7 +277,7 @@ def _validate(
     )
     flat = np.ascontiguousarray(flat)
     if flat.shape[0]:
-        bad = ~np.isfinite(flat).all(axis=1)
+        bad = cast(np.ndarray, ~np.isfinite(flat).all(axis=1))
         bad |= (flat < -tol).any(axis=1)
         sums = flat.sum(axis=1, dtype=np.float64)
         bad_sum = np.abs(sums - 1.0) > tol
@@ -895,7 +895,8 @@ def compute_dep(
         uniq, first_idx = np.unique(al.pair_gold, return_index=True)
         first_pair[uniq] = al.pair_pred[first_idx]
     al_labels = np.asarray(al.labels, dtype=object)
-    g_pred_label = np.where(first_pair >= 0,
+    # numpy's stub rejects None (an object scalar) as a branch; at runtime it broadcasts fine
+    g_pred_label = np.where(first_pair >= 0,  # type: ignore[call-overload]
                             al_labels[al.pred.label[np.maximum(first_pair, 0)]]
                             if len(al.pred) else None, None)
 

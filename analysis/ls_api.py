@@ -49,9 +49,12 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lsfields
+
+if TYPE_CHECKING:  # the SDK is imported lazily at runtime
+    from label_studio_sdk.core.request_options import RequestOptions
 
 __all__ = [
     "LabelStudioAPI",
@@ -93,7 +96,7 @@ class LabelStudioError(ValueError):
         super().__init__(f"Label Studio {where}: {code}{detail}")
 
 
-class TaskPage(list):  # type: ignore[type-arg]
+class TaskPage(list):
     """One page of full task dicts from :meth:`LabelStudioAPI.iter_tasks` (a ``list``).
 
     Attributes
@@ -233,7 +236,7 @@ class LabelStudioAPI:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _opts(self, *, idempotent: bool) -> dict[str, Any]:
+    def _opts(self, *, idempotent: bool) -> RequestOptions:
         return {"max_retries": self.retries if idempotent else 0, "timeout": self.timeout}
 
     def _unavailable(self, call: str, ident: str, exc: BaseException) -> LabelStudioUnavailable:

@@ -319,7 +319,7 @@ def span_map(
             f"embeddings must be (n_spans, dim) with one row per label; got {x.shape} and "
             f"{len(labels)} labels"
         )
-    keep = np.arange(n)
+    keep: np.ndarray = np.arange(n)
     if n > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
     x = x[keep]

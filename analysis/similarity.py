@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -155,8 +155,9 @@ class SpanIndex:
             idx = cls(x.shape[1], nlist=nl, nprobe=nprobe)
             m = min(n, train_size if train_size is not None else 64 * nl)
             sample = x if m >= n else x[np.random.default_rng(seed).choice(n, m, replace=False)]
-            idx._base.cp.seed = seed
-            idx._base.cp.niter = 10
+            ivf = cast(faiss.IndexIVF, idx._base)
+            ivf.cp.seed = seed
+            ivf.cp.niter = 10
             idx._index.train(np.ascontiguousarray(sample))
         idx._add_normalised(x, meta, ids)
         return idx
@@ -185,6 +186,7 @@ class SpanIndex:
         self, x: np.ndarray, meta: Mapping[str, Sequence[Any]] | pd.DataFrame | None, ids: Any
     ) -> np.ndarray:
         n = x.shape[0]
+        new_ids: np.ndarray
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         else:
@@ -220,7 +222,8 @@ class SpanIndex:
         arr = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).ravel())
         if arr.size == 0:
             return 0
-        removed = int(self._index.remove_ids(arr))
+        # faiss' python wrapper accepts an int64 array here; the stub only lists IDSelector
+        removed = int(self._index.remove_ids(arr))  # type: ignore[arg-type]
         self.meta = self.meta.drop(index=arr, errors="ignore")
         return removed
 
@@ -292,9 +295,9 @@ class SpanIndex:
 
     def _hits(self, sim: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
         m, kk = ids.shape
-        qrow = np.repeat(np.arange(m), kk)
-        flat_ids = ids.ravel()
-        flat_sim = sim.ravel()
+        qrow: np.ndarray = np.repeat(np.arange(m), kk)
+        flat_ids: np.ndarray = ids.ravel()
+        flat_sim: np.ndarray = sim.ravel()
         ok = flat_ids >= 0  # drop faiss padding
         qrow, flat_ids, flat_sim = qrow[ok], flat_ids[ok], flat_sim[ok]
         meta = self.meta.reindex(flat_ids)
@@ -348,7 +351,7 @@ class SpanIndex:
         idx.nlist = cfg["nlist"]
         idx.nprobe = cfg["nprobe"]
         idx._next_id = int(cfg["next_id"])
-        idx._index = faiss.read_index(str(d / _INDEX_FILE))
+        idx._index = cast(faiss.IndexIDMap2, faiss.read_index(str(d / _INDEX_FILE)))
         idx._base = faiss.downcast_index(idx._index.index)
         if idx.nprobe is not None:
             faiss.extract_index_ivf(idx._index).nprobe = int(idx.nprobe)

@@ -264,11 +264,11 @@ def _call_iter(
     if after_id is not None:
         kwargs["after_id"] = after_id
     try:
-        return source.iter_tasks(project_id, **kwargs)  # type: ignore[no-any-return]
+        return source.iter_tasks(project_id, **kwargs)
     except TypeError:
         # an adapter without the incremental filters: fetch everything, compare client-side
         log.info("task source has no updated_after/after_id filter; fetching all tasks")
-        return source.iter_tasks(project_id, page_size=page_size)  # type: ignore[no-any-return]
+        return source.iter_tasks(project_id, page_size=page_size)
 
 
 def _pages(items: Iterable[Any], page_size: int) -> Iterator[list[dict[str, Any]]]:

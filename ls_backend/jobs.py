@@ -108,7 +108,7 @@ class ScoreQueue:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            out = []
+            out: list[ScoreJob] = []
             while self._items and len(out) < max_n:
                 out.append(self._items.popitem(last=False)[1])
             self.in_flight += len(out)
@@ -255,7 +255,8 @@ class Backend:
     @property
     def api(self) -> Any:
         """The Label Studio adapter (created on first use), or raise :class:`NoLabelStudio`."""
-        if not self.settings.label_studio_enabled:
+        url, key = self.settings.label_studio_url, self.settings.label_studio_api_key
+        if not self.settings.label_studio_enabled or url is None or key is None:
             raise NoLabelStudio(
                 "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not set: cannot read tasks from or "
                 "write scores to Label Studio"
@@ -264,9 +265,7 @@ class Backend:
             if self._api is None:
                 from analysis.ls_api import LabelStudioAPI
 
-                self._api = LabelStudioAPI(
-                    self.settings.label_studio_url, self.settings.label_studio_api_key
-                )
+                self._api = LabelStudioAPI(url, key)
             return self._api
 
     def _record_error(self, where: str, exc: BaseException | str) -> None:
@@ -695,8 +694,11 @@ class Backend:
                                  traceback.format_exc())
                     self._record_error(f"project {pid} training", exc)
                     err = f"{type(exc).__name__}: {exc}"
-                    self.store.update(pid, lambda s, err=err: s.train.update(
-                        status="failed", error=err, finished_at=time.time()))
+
+                    def failed(s: ProjectState, err: str = err) -> None:
+                        s.train.update(status="failed", error=err, finished_at=time.time())
+
+                    self.store.update(pid, failed)
             with self._meta_lock:
                 if pid not in self._train_again:
                     self._training.pop(pid, None)

@@ -97,11 +97,12 @@ def predict_project(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     pid = project_id(project)
     if api is None:
-        if not settings.label_studio_enabled:
+        url, key = settings.label_studio_url, settings.label_studio_api_key
+        if not settings.label_studio_enabled or url is None or key is None:
             raise ValueError("predict --project needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
         from analysis.ls_api import LabelStudioAPI
 
-        api = LabelStudioAPI(settings.label_studio_url, settings.label_studio_api_key)
+        api = LabelStudioAPI(url, key)
     t0 = time.time()
     proj = api.get_project(int(pid))
     config = parse_label_config(proj["label_config"])

@@ -230,7 +230,10 @@ def prediction_results(
 
 
 def _gold_rows(prepared: Prepared, preds: Sequence[Any]) -> tuple[np.ndarray | None, dict]:
-    vecs, meta = [], {"task": [], "task_id": [], "start": [], "end": [], "text": [], "label": []}
+    vecs: list[np.ndarray] = []
+    meta: dict[str, list[Any]] = {
+        "task": [], "task_id": [], "start": [], "end": [], "text": [], "label": []
+    }
     for t, spans, pred in zip(prepared.dataset.tasks, prepared.gold_spans, preds):
         emb = getattr(pred, "extra_embeddings", None)
         if t.id is None or not spans or emb is None or len(emb) != len(spans):
@@ -304,7 +307,7 @@ def _rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-def _similar(index: Any, vecs: np.ndarray, task_id: int, labels: Sequence[str],
+def _similar(index: Any, vecs: np.ndarray, task_id: int | None, labels: Sequence[str],
              k: int) -> list[list[dict[str, Any]]]:
     if index is None or k <= 0 or len(index) == 0 or vecs.shape[0] == 0:
         return [[] for _ in range(vecs.shape[0])]

@@ -77,7 +77,7 @@ def _concat(datasets: list[Any], names: list[str]) -> Any:
     labels: list[str] = []
     for d in datasets:
         labels.extend(x for x in d.labels if x not in labels)
-    tasks = []
+    tasks: list[Any] = []
     for d, name in zip(datasets, names):
         for t in d.tasks:
             tasks.append(dataclasses.replace(t, index=len(tasks), split=t.split or name))

@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,7 +83,11 @@ def build(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
     final_path, final = sets[-1]
     epochs = [a for _, a in sets] if len(sets) > 1 else None
     try:
-        res = compute_dep(ds, final, tags=tags, epochs_probs=epochs, aggregate=args.aggregate)
+        # load_probs gives None for tasks without probabilities; compute_dep accepts those
+        # (unannotated tasks) and raises a ValueError naming the task otherwise
+        res = compute_dep(ds, cast("list[np.ndarray]", final), tags=tags,
+                          epochs_probs=cast("list[list[np.ndarray]] | None", epochs),
+                          aggregate=args.aggregate)
     except ValueError as exc:
         raise ValueError(f"{final_path}: {exc}") from None
     summary = res.summary()

@@ -156,7 +156,7 @@ def load_pair(args: argparse.Namespace) -> Pair:
     order: list[int] | None = None  # order[i] = index in pred_ds of gold task i
     if pred_ds is not gold_ds:
         if all(t.id is not None for t in gt) and all(t.id is not None for t in pt):
-            pos = {t.id: t.index for t in pt}
+            pos = {t.id: t.index for t in pt if t.id is not None}  # all have one here
             missing = [t for t in gt if t.id not in pos]
             if missing:
                 raise ValueError(
@@ -169,7 +169,7 @@ def load_pair(args: argparse.Namespace) -> Pair:
                     f"task {extra[0]} of the pred file is not in the gold file "
                     f"({len(extra)} extra pred task(s))"
                 )
-            order = [pos[t.id] for t in gt]
+            order = [pos[t.id] for t in gt if t.id is not None]  # all have one here
         elif len(gt) != len(pt):
             n = min(len(gt), len(pt))
             side = "gold" if len(gt) > len(pt) else "pred"

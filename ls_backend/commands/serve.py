@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()  # fail fast on bad settings, before binding
     logging.getLogger().setLevel(settings.log_level)
 
-    class _App(BaseApplication):  # type: ignore[misc]
+    class _App(BaseApplication):
         def load_config(self) -> None:
             cfg = {
                 "bind": f"{args.host}:{args.port}",

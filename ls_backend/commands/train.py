@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         oof = crossfit(ds, folds=args.folds, seed=args.seed, out_dir=out / "folds",
                        resume=not args.no_resume, **common)
         tags = tag_names(ds.labels)
-        arrays = {}
+        arrays: dict[str, Any] = {}
         for i, (t, p) in enumerate(zip(ds.tasks, oof)):
             arrays[f"arr_{i}"] = (p if p is not None
                                   else np.full((len(t.tokens), len(tags)), np.nan, np.float32))

@@ -136,7 +136,7 @@ def make_windows(n_sub: int, size: int, stride: int) -> tuple[np.ndarray, np.nda
         return np.array([[0, n_sub]], dtype=np.int64), np.zeros(n_sub, dtype=np.int64)
     overlap = int(min(max(stride, 0), size // 2))
     step = size - overlap
-    starts = np.arange(0, n_sub - size, step, dtype=np.int64)
+    starts: np.ndarray = np.arange(0, n_sub - size, step, dtype=np.int64)
     starts = np.append(starts, n_sub - size)
     windows = np.stack([starts, starts + size], axis=1)
     pos = np.arange(n_sub, dtype=np.int64)

@@ -163,7 +163,7 @@ def _epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) 
     rng = np.random.default_rng([seed, epoch])
     perm = rng.permutation(len(lengths))
     chunk = batch_size * 50
-    batches = []
+    batches: list[np.ndarray] = []
     for c in range(0, len(perm), chunk):
         part = perm[c : c + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
