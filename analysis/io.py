@@ -791,18 +791,8 @@ def from_ls_tasks(
         annotator_name = None
         ann_id = None
         if ann is not None:
-            gold = _parse_regions(
-                ann.get("result") or [],
-                text,
-                where,
-                "gold",
-                idx,
-                from_name,
-                cfg,
-                allowed,
-                strict,
-                problems,
-            )
+            gold = _parse_regions(ann.get("result") or [], text, where, "gold", idx,
+                                   from_name, cfg, allowed, strict, problems)
             uid, email = annotator_of(ann)
             annotator_name = email or uid
             ann_id = ann.get("id") if isinstance(ann.get("id"), int) else None
@@ -811,18 +801,8 @@ def from_ls_tasks(
         pred_score = None
         mv = None
         if pr is not None:
-            pred = _parse_regions(
-                pr.get("result") or [],
-                text,
-                where,
-                "pred",
-                idx,
-                from_name,
-                cfg,
-                allowed,
-                strict,
-                problems,
-            )
+            pred = _parse_regions(pr.get("result") or [], text, where, "pred", idx,
+                                   from_name, cfg, allowed, strict, problems)
             sc = pr.get("score")
             pred_score = (
                 float(sc) if isinstance(sc, (int, float)) and not isinstance(sc, bool) else None
