@@ -488,3 +488,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if LS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+#: annotated sentences shared by the backend tests: (text, [(surface, label), ...])
+BACKEND_SENTS = [
+    ("Obama visited Paris on Monday .", [("Obama", "PER"), ("Paris", "LOC")]),
+    ("Merkel met Macron in Berlin .", [("Merkel", "PER"), ("Macron", "PER"), ("Berlin", "LOC")]),
+    ("Google opened an office in London .", [("Google", "ORG"), ("London", "LOC")]),
+    ("The United Nations met in Geneva .", [("United Nations", "ORG"), ("Geneva", "LOC")]),
+    ("Microsoft hired John Smith .", [("Microsoft", "ORG"), ("John Smith", "PER")]),
+    ("Germans love the Bundesliga .", [("Germans", "MISC"), ("Bundesliga", "MISC")]),
+    ("Apple sued Samsung in California .", [("Apple", "ORG"), ("Samsung", "ORG"),
+                                            ("California", "LOC")]),
+    ("Putin flew to Moscow .", [("Putin", "PER"), ("Moscow", "LOC")]),
+]

@@ -19,6 +19,7 @@ from ls_backend.app import create_app
 from ls_backend.jobs import QueueFull, ScoreJob, ScoreQueue
 from ls_backend.settings import Settings
 from ls_backend.state import base_version, project_id
+from conftest import BACKEND_SENTS
 
 REPO = Path(__file__).resolve().parents[1]
 CONLL_XML = (REPO / "label_config" / "conll2003.xml").read_text(encoding="utf-8")
@@ -28,17 +29,7 @@ TWO_LABELS_XML = """<View>
   <Text name="text" value="$text"/>
 </View>"""
 
-SENTS = [
-    ("Obama visited Paris on Monday .", [("Obama", "PER"), ("Paris", "LOC")]),
-    ("Merkel met Macron in Berlin .", [("Merkel", "PER"), ("Macron", "PER"), ("Berlin", "LOC")]),
-    ("Google opened an office in London .", [("Google", "ORG"), ("London", "LOC")]),
-    ("The United Nations met in Geneva .", [("United Nations", "ORG"), ("Geneva", "LOC")]),
-    ("Microsoft hired John Smith .", [("Microsoft", "ORG"), ("John Smith", "PER")]),
-    ("Germans love the Bundesliga .", [("Germans", "MISC"), ("Bundesliga", "MISC")]),
-    ("Apple sued Samsung in California .", [("Apple", "ORG"), ("Samsung", "ORG"),
-                                            ("California", "LOC")]),
-    ("Putin flew to Moscow .", [("Putin", "PER"), ("Moscow", "LOC")]),
-]
+SENTS = BACKEND_SENTS
 
 
 def region(text: str, word: str, label: str, k: int = 0) -> dict[str, Any]:

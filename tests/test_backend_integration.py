@@ -30,23 +30,13 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port, http_get, ner_label_config, start_process
+from conftest import BACKEND_SENTS, free_port, http_get, ner_label_config, start_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[1]
 
-SENTS = [
-    ("Obama visited Paris on Monday .", [("Obama", "PER"), ("Paris", "LOC")]),
-    ("Merkel met Macron in Berlin .", [("Merkel", "PER"), ("Macron", "PER"), ("Berlin", "LOC")]),
-    ("Google opened an office in London .", [("Google", "ORG"), ("London", "LOC")]),
-    ("The United Nations met in Geneva .", [("United Nations", "ORG"), ("Geneva", "LOC")]),
-    ("Microsoft hired John Smith .", [("Microsoft", "ORG"), ("John Smith", "PER")]),
-    ("Germans love the Bundesliga .", [("Germans", "MISC"), ("Bundesliga", "MISC")]),
-    ("Apple sued Samsung in California .", [("Apple", "ORG"), ("Samsung", "ORG"),
-                                            ("California", "LOC")]),
-    ("Putin flew to Moscow .", [("Putin", "PER"), ("Moscow", "LOC")]),
-]
+SENTS = BACKEND_SENTS
 UNLABELLED = ["Merkel visited Moscow on Friday .", "Obama and Putin met in Geneva .",
               "Samsung hired Macron ."]
 PLANTED_TEXT = "Putin met Merkel in Paris ."
