@@ -13,17 +13,25 @@ Units
     Every gold span (its token DEP is the max over its tokens) and every gold-``O`` token.  Each
     unit gets the signals of :mod:`analysis.signals` (margin, disagreement, surface-form
     consistency, neighbour label consistency when span embeddings are given, and for spans the
-    entity-type margin and the highest ``p(O)``), combined by :func:`analysis.signals.combine`
-    (weighted noisy-OR).
-Unit-type calibration
-    The combined score of each unit is then mapped by :func:`analysis.signals.calibrate`
-    (``σ(a + b · logit s)``, monotone) with ``(a, b)`` per unit type: gold spans, ``O`` tokens
-    right next to a gold span (``o_boundary``: where a shifted boundary shows) and other ``O``
-    tokens (``o``: where a missed entity shows).  A model's DEP is not on the same scale for the
-    three: a sentence has many ``O`` tokens, a few spans and fewer boundary tokens, and the model
-    errs differently on each, so an uncalibrated max lets one type crowd out the others.  The
-    default ``(a, b)`` (:data:`analysis.signals.DEFAULT_CALIBRATION`) were chosen on injected
-    noise by ``bench/bench_detection.py`` (spans are the reference scale).
+    entity-type margin and the highest ``p(O)``).
+Unit DEP (``scorer="model"``, the default)
+    The unit's error probability under the learned error model (:mod:`analysis.errormodel`): a
+    multinomial logistic regression per unit type — gold spans, ``O`` tokens right next to a
+    gold span (``o_boundary``: where a shifted boundary shows) and other ``O`` tokens (``o``:
+    where a missed entity shows) — over the signals, the log-margin, the error type of the
+    model's argmax decoding against the span and a few shape features.  One model per unit type,
+    all fitted on the same labels, puts spans and tokens on one probability scale, and the
+    multinomial form lets each error kind (wrong tag / span shift / ghost; missed / shift) have
+    its own combination of signals; its most likely class is the unit's ``suspect`` kind.  The
+    shipped coefficients are fitted by ``bench/bench_detection.py`` on injected noise (numbers
+    in ``bench/README.md``).
+Unit DEP (``scorer="signals"``)
+    The signals combined by :func:`analysis.signals.combine` (weighted noisy-OR), then mapped by
+    :func:`analysis.signals.calibrate` (``σ(a + b · logit s)``, monotone) with ``(a, b)`` per
+    unit type, so that one type does not crowd out the others in the task max
+    (:data:`analysis.signals.DEFAULT_WEIGHTS`, :data:`analysis.signals.DEFAULT_CALIBRATION`).
+    Kept for explicit weighting and for the ablation; selected automatically when ``weights``
+    or ``calibration`` are passed.
 Span DEP
     The unit DEP of a gold span; a predicted span that overlaps no gold span (``ghost``, argmax
     decoding with :func:`analysis.decoding.decode_probs`) gets the max unit DEP over its tokens.
@@ -32,11 +40,13 @@ Task DEP
     compares max, mean, noisy-OR, top-2 mean and a length-weighted mean by average precision on
     injected noise; see ``bench/README.md`` for the numbers behind the default.
 Thresholds (per dataset, :func:`fit_thresholds`)
-    *mislabeled-likely*: the task DEP that best separates tasks where the model's argmax
-    decoding disagrees with the gold annotation (any wrong_tag / span_shift / missed / ghost
-    from :func:`analysis.errors.align`) from tasks where it agrees (maximal Youden J);
-    *easy*: the median task DEP of the agreeing tasks.  ``easy`` < t_easy ≤ ``hard`` <
-    t_mislabeled ≤ ``mislabeled``.  Only when one side is empty (the model agrees with every
+    *mislabeled-likely*: with the error model, task DEPs are error probabilities and the cut
+    maximises the expected F1 of flagging (the dataset's own expected error count decides how
+    many tasks are worth a look); with ``scorer="signals"``, the task DEP that best separates
+    tasks where the model's argmax decoding disagrees with the gold annotation (any wrong_tag /
+    span_shift / missed / ghost from :func:`analysis.errors.align`) from tasks where it agrees
+    (maximal Youden J).  *easy*: the median task DEP of the agreeing tasks.
+    ``easy`` < t_easy ≤ ``hard`` < t_mislabeled ≤ ``mislabeled``.  Only when one side is empty (the model agrees with every
     task or with none) do quantiles of the DEP distribution stand in (0.9 / 0.5).
 
 Unannotated tasks (``Task.gold is None``) are not scored: their task DEP is NaN.
@@ -56,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from .decoding import decode_probs, tag_names
+from .errormodel import SPAN_FEATURES, TOKEN_FEATURES, ErrorModel, default_error_model, logit
 from .errors import KINDS, align
 from .schemes import split_tag
 from .signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, calibrate, combine
@@ -67,6 +78,8 @@ __all__ = [
     "tag_names",
     "Aggregate",
     "AGGREGATES",
+    "Scorer",
+    "SCORERS",
     "Thresholds",
     "DepResult",
     "load_probs",
@@ -80,6 +93,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Aggregate = Literal["max", "mean", "noisy_or", "top2", "length_weighted"]
+Scorer = Literal["model", "signals"]
+SCORERS: tuple[str, ...] = ("model", "signals")
 AGGREGATES: tuple[str, ...] = ("max", "mean", "noisy_or", "top2", "length_weighted")
 CATEGORIES: tuple[str, ...] = ("easy", "hard", "mislabeled")
 
@@ -453,6 +468,71 @@ def token_margins(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return (pg - other.max(axis=1)).astype(np.float32)
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float64."""
+    z = np.asarray(z, dtype=np.float64)
+    out: np.ndarray = np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
+                               np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+    return out
+
+
+def _range_mean(values: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over sorted, non-overlapping, non-empty ranges ``[t0_i, t1_i)``."""
+    if len(t0) == 0:
+        return np.zeros(0, dtype=np.float64)
+    v = np.append(np.asarray(values, dtype=np.float64), 0.0)
+    idx = np.empty(2 * len(t0), dtype=np.int64)
+    idx[0::2], idx[1::2] = t0, t1
+    out: np.ndarray = np.add.reduceat(v, idx)[0::2] / (np.asarray(t1) - np.asarray(t0))
+    return out
+
+
+def _span_features(sig: Mapping[str, np.ndarray], log_margin: np.ndarray, t0: np.ndarray,
+                   t1: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """(n_spans, len(SPAN_FEATURES)) feature rows of the gold spans (see analysis.errormodel)."""
+    kind = np.asarray(kind, dtype=object)
+    cols = {
+        "margin": logit(sig["margin"]),
+        "log_margin_max": _range_max(log_margin, t0, t1),
+        "log_margin_mean": _range_mean(log_margin, t0, t1),
+        "type": logit(sig["type"]),
+        "surface": np.asarray(sig["surface"], dtype=np.float64),
+        "neighbour": np.asarray(sig["neighbour"], dtype=np.float64),  # NaN: no embeddings
+        "outside": np.asarray(sig["outside"], dtype=np.float64),
+        "disagreement": np.asarray(sig["disagreement"], dtype=np.float64),
+        "log_length": np.log(np.maximum(np.asarray(t1) - np.asarray(t0), 1)),
+        "pred_correct": kind == "correct",
+        "pred_wrong_tag": kind == "wrong_tag",
+        "pred_span_shift": kind == "span_shift",
+        "pred_missed": kind == "missed",
+    }
+    if not cols["margin"].size:
+        return np.zeros((0, len(SPAN_FEATURES)), dtype=np.float64)
+    return np.column_stack([np.asarray(cols[f], dtype=np.float64) for f in SPAN_FEATURES])
+
+
+def _token_features(sig: Mapping[str, np.ndarray], log_margin: np.ndarray, rows: np.ndarray,
+                    token_text: np.ndarray, offsets: np.ndarray,
+                    p_o: np.ndarray) -> np.ndarray:
+    """(len(rows), len(TOKEN_FEATURES)) feature rows of the flat tokens ``rows``."""
+    if rows.size == 0:
+        return np.zeros((0, len(TOKEN_FEATURES)), dtype=np.float64)
+    initial = np.zeros(len(log_margin), dtype=bool)
+    starts = np.asarray(offsets[:-1])[np.diff(offsets) > 0]
+    initial[starts] = True
+    text = pd.Series(np.asarray(token_text, dtype=object)[rows])
+    cols = {
+        "margin": logit(np.asarray(sig["margin"])[rows]),
+        "log_margin": np.asarray(log_margin, dtype=np.float64)[rows],
+        "surface": np.asarray(sig["surface"], dtype=np.float64)[rows],
+        "disagreement": np.asarray(sig["disagreement"], dtype=np.float64)[rows],
+        "capitalized": text.str[:1].str.isupper().fillna(False).to_numpy(dtype=bool),
+        "sentence_initial": initial[rows],
+        "entity": logit(1.0 - np.asarray(p_o, dtype=np.float64)[rows]),
+    }
+    return np.column_stack([np.asarray(cols[f], dtype=np.float64) for f in TOKEN_FEATURES])
+
+
 # --------------------------------------------------------------------------- aggregation
 
 
@@ -542,18 +622,25 @@ class Thresholds:
                 "method": self.method}
 
 
-def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray) -> Thresholds:
+def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray, *,
+                   method: Literal["youden", "expected_f1"] = "youden") -> Thresholds:
     """Derive easy / mislabeled-likely thresholds from one dataset's task DEPs.
 
     Parameters
     ----------
     task_dep : (n,) float, NaN entries are ignored
     disagrees : (n,) bool, the model's argmax decoding disagrees with the task's gold spans
+    method : how ``mislabeled`` is placed (``easy`` is the same for both)
 
-    ``mislabeled`` is the cut maximising Youden's J (TPR − FPR) for predicting ``disagrees``
-    from DEP, placed midway between the two neighbouring DEP values; ``easy`` is the median DEP
-    of the agreeing tasks (capped at ``mislabeled``).  When every scored task agrees, or every
-    one disagrees, the 0.9 and 0.5 quantiles of the DEP distribution are used instead.
+    ``"youden"``: ``mislabeled`` is the cut maximising Youden's J (TPR − FPR) for predicting
+    ``disagrees`` from DEP, placed midway between the two neighbouring DEP values — for DEPs
+    that are scores, not probabilities (``scorer="signals"``).
+    ``"expected_f1"``: DEPs are error probabilities (``scorer="model"``); the cut maximises the
+    *expected* F1 of flagging, ``2 · Σ_{flagged} dep / (n_flagged + Σ_all dep)`` — the dataset's
+    own expected number of errors decides how many tasks are worth flagging.
+    ``easy`` is the median DEP of the tasks the model agrees with (capped at ``mislabeled``).
+    When every scored task agrees, or every one disagrees, the 0.9 and 0.5 quantiles of the DEP
+    distribution are used instead.
 
     >>> th = fit_thresholds(np.array([0.1, 0.2, 0.3, 0.7, 0.9]), np.array([0, 0, 0, 1, 1], bool))
     >>> round(th.mislabeled, 2), round(th.easy, 2), th.method
@@ -565,6 +652,8 @@ def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray) -> Thresholds:
     d, y = d[ok], y[ok]
     if d.size == 0:
         return Thresholds(float("nan"), float("nan"), "empty")
+    if method not in ("youden", "expected_f1"):
+        raise ValueError(f"method must be 'youden' or 'expected_f1', got {method!r}")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         t_mis = float(np.quantile(d, 0.9))
@@ -572,15 +661,19 @@ def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray) -> Thresholds:
         return Thresholds(min(t_easy, t_mis), t_mis, "quantile")
     order = np.argsort(-d, kind="stable")
     ds, ys = d[order], y[order]
-    tpr = np.cumsum(ys) / n_pos
-    fpr = np.cumsum(~ys) / n_neg
     # a cut is only valid between distinct values
     valid = np.r_[ds[1:] < ds[:-1], True]
-    j = np.where(valid, tpr - fpr, -np.inf)
+    if method == "youden":
+        tpr = np.cumsum(ys) / n_pos
+        fpr = np.cumsum(~ys) / n_neg
+        j = np.where(valid, tpr - fpr, -np.inf)
+    else:
+        p = np.clip(ds, 0.0, 1.0)
+        j = np.where(valid, 2.0 * np.cumsum(p) / (np.arange(1, len(p) + 1) + p.sum()), -np.inf)
     best = int(np.argmax(j))
     t_mis = float((ds[best] + ds[best + 1]) / 2) if best + 1 < len(ds) else float(ds[best])
     t_easy = float(np.median(d[~y]))
-    return Thresholds(min(t_easy, t_mis), t_mis, "youden")
+    return Thresholds(min(t_easy, t_mis), t_mis, method)
 
 
 # ------------------------------------------------------------------------------- result
@@ -609,7 +702,12 @@ class DepResult:
     signals : DataFrame (n_tasks rows), per-task max of each signal
     tags : tag columns of the probabilities
     aggregate : how unit scores became task scores
-    weights : signal weights used by :func:`analysis.signals.combine`
+    weights : signal weights used by :func:`analysis.signals.combine` (``scorer="signals"``)
+    scorer : ``"model"`` (the learned error model, :mod:`analysis.errormodel`) or ``"signals"``
+        (weighted noisy-OR of the signals plus per-unit-type calibration)
+    units : with ``return_units=True`` and ``scorer="model"``: per unit type the feature
+        matrix ``x`` and where each unit is (``task``; ``token_start``/``token_end`` for spans,
+        ``token`` for O tokens, task-local token indices) — what fitting an error model needs
     """
 
     task_dep: np.ndarray
@@ -624,6 +722,8 @@ class DepResult:
     tags: tuple[str, ...]
     aggregate: str
     weights: Mapping[str, float] = field(default_factory=dict)
+    scorer: str = "signals"
+    units: Mapping[str, Any] | None = None
 
     def task_spans(self, i: int) -> list[dict[str, Any]]:
         """Span records of task ``i`` as plain dicts (JSON-ready)."""
@@ -631,7 +731,7 @@ class DepResult:
 
     @staticmethod
     def _span_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-        cols = ["start", "end", "text", "gold_label", "pred_label", "kind", "dep"]
+        cols = ["start", "end", "text", "gold_label", "pred_label", "kind", "dep", "suspect"]
         out = []
         for rec in rows[cols].to_dict(orient="records"):
             rec["start"], rec["end"] = int(rec["start"]), int(rec["end"])
@@ -647,12 +747,13 @@ class DepResult:
         """
         sp = self.spans
         cols = {c: sp[c].tolist() for c in
-                ("task", "start", "end", "text", "gold_label", "pred_label", "kind", "dep")}
+                ("task", "start", "end", "text", "gold_label", "pred_label", "kind", "dep",
+                 "suspect")}
         per_task: dict[int, list[dict[str, Any]]] = {}
-        for t, s, e, tx, gl, pl, kd, d in zip(*cols.values()):
+        for t, s, e, tx, gl, pl, kd, d, su in zip(*cols.values()):
             per_task.setdefault(int(t), []).append(
                 {"start": int(s), "end": int(e), "text": tx, "gold_label": gl, "pred_label": pl,
-                 "kind": kd, "dep": round(float(d), 6)}
+                 "kind": kd, "dep": round(float(d), 6), "suspect": su}
             )
         ids = sp.groupby("task", sort=False)["task_id"].first().to_dict() if tasks is None else {}
         dep = self.task_dep.tolist()
@@ -693,6 +794,7 @@ class DepResult:
             "categories": {c: int(cats.get(c, 0)) for c in CATEGORIES},
             "errors_vs_model": {k: int(v) for k, v in zip(KINDS, err)},
             "aggregate": self.aggregate,
+            "scorer": self.scorer,
             "weights": {k: float(v) for k, v in self.weights.items()},
         }
 
@@ -712,6 +814,9 @@ def compute_dep(
     neighbours: int = 10,
     tol: float = 1e-3,
     calibration: Mapping[str, tuple[float, float]] | None = None,
+    scorer: Scorer | None = None,
+    error_model: ErrorModel | None = None,
+    return_units: bool = False,
 ) -> DepResult:
     """Score every annotated task of ``dataset`` for label errors.
 
@@ -733,6 +838,14 @@ def compute_dep(
     calibration : unit type (``"span"``, ``"o"``, ``"o_boundary"``) → ``(a, b)`` of
         :func:`analysis.signals.calibrate`, applied to the combined signals of each unit before
         aggregation; default :data:`analysis.signals.DEFAULT_CALIBRATION`; ``{}`` = identity
+    scorer : ``"model"`` — each unit's DEP is its error probability under the learned error
+        model (:mod:`analysis.errormodel`, default when neither ``weights`` nor
+        ``calibration`` is given); ``"signals"`` — the weighted noisy-OR of the signals
+        (``weights``) mapped by the per-unit-type ``calibration`` (the earlier scorer, kept for
+        ablations and explicit weighting)
+    error_model : the error model of ``scorer="model"`` (default
+        :func:`analysis.errormodel.default_error_model`, fitted by ``bench/bench_detection.py``)
+    return_units : also return the unit feature matrices (``DepResult.units``), for fitting
 
     Returns
     -------
@@ -744,6 +857,16 @@ def compute_dep(
         Bad probabilities or tags (see :func:`validate_probs`), naming the task.
     """
     tags = _check_tags(dataset, tags)
+    if scorer is None:
+        scorer = "signals" if (weights is not None or calibration is not None) else "model"
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    if scorer == "model" and (weights is not None or calibration is not None):
+        raise ValueError("weights and calibration belong to scorer='signals'; the error model "
+                         "(scorer='model') has its own coefficients")
+    if error_model is not None and not isinstance(error_model, ErrorModel):
+        raise TypeError(f"error_model must be an analysis.errormodel.ErrorModel, "
+                        f"got {type(error_model).__name__}")
     w = dict(DEFAULT_WEIGHTS if weights is None else weights)
     flat = _validate(dataset, probs, tags, tol=tol)
     tasks = dataset.tasks
@@ -825,37 +948,6 @@ def compute_dep(
         "type": np.zeros(n_tok, dtype=np.float32),
         "outside": np.zeros(n_tok, dtype=np.float32),
     }
-    # ---- per-unit-type calibration onto one scale (see analysis.signals.calibrate)
-    boundary = np.zeros(n_tok, dtype=bool)
-    if n_span:
-        before = gold.span_t0 - 1
-        ok = (before >= 0) & (tok_task[np.maximum(before, 0)] == gold.span_task)
-        boundary[before[ok]] = True
-        after = gold.span_t1
-        ok = (after < n_tok) & (tok_task[np.minimum(after, max(n_tok - 1, 0))] == gold.span_task)
-        boundary[after[ok]] = True
-    boundary &= ~inside
-    cal = dict(DEFAULT_CALIBRATION if calibration is None else calibration)
-    span_score = calibrate(combine(span_sig, w), "span", cal)
-    tok_raw = combine(tok_sig, w)
-    tok_score = np.where(boundary, calibrate(tok_raw, "o_boundary", cal),
-                         calibrate(tok_raw, "o", cal)).astype(np.float32)
-
-    o_tok = np.flatnonzero(~inside)
-    unit_task = np.concatenate([gold.span_task, tok_task[o_tok]])
-    unit_score = np.concatenate([span_score, tok_score[o_tok]])
-    unit_len = np.concatenate([gold.span_t1 - gold.span_t0, np.ones(len(o_tok), dtype=np.int64)])
-    task_dep = aggregate_units(unit_task, unit_score, n_tasks, method=aggregate,
-                               unit_weight=unit_len)
-    # annotated tasks with no token at all: nothing can be wrong
-    scored_mask = np.zeros(n_tasks, dtype=bool)
-    scored_mask[flat.tasks] = True
-    task_dep[scored_mask & np.isnan(task_dep)] = 0.0
-
-    # token DEP: O tokens their own unit score, span tokens their span's
-    token_dep = tok_score.copy()
-    token_dep[span_tok] = span_score[span_owner]
-
     # ---- argmax predictions, error types (token offsets; align works on any half-open units)
     pt, p0, p1, pl = [], [], [], []
     # One decode over all tasks: a certain-"O" row after every task keeps spans inside their
@@ -900,6 +992,73 @@ def compute_dep(
                             al_labels[al.pred.label[np.maximum(first_pair, 0)]]
                             if len(al.pred) else None, None)
 
+    # ---- per-unit-type calibration onto one scale (see analysis.signals.calibrate)
+    boundary = np.zeros(n_tok, dtype=bool)
+    if n_span:
+        before = gold.span_t0 - 1
+        ok = (before >= 0) & (tok_task[np.maximum(before, 0)] == gold.span_task)
+        boundary[before[ok]] = True
+        after = gold.span_t1
+        ok = (after < n_tok) & (tok_task[np.minimum(after, max(n_tok - 1, 0))] == gold.span_task)
+        boundary[after[ok]] = True
+    boundary &= ~inside
+    o_tok = np.flatnonzero(~inside)
+    span_base = flat.offsets[np.searchsorted(flat.tasks, gold.span_task)]
+    suspect_span = np.full(n_span, None, dtype=object)
+    units: dict[str, Any] | None = None
+    if scorer == "signals":
+        cal = dict(DEFAULT_CALIBRATION if calibration is None else calibration)
+        span_score = calibrate(combine(span_sig, w), "span", cal).astype(np.float64)
+        tok_raw = combine(tok_sig, w)
+        tok_score = np.where(boundary, calibrate(tok_raw, "o_boundary", cal),
+                             calibrate(tok_raw, "o", cal)).astype(np.float64)
+    else:
+        em = default_error_model() if error_model is None else error_model
+        with np.errstate(divide="ignore"):
+            p64 = flat.probs.astype(np.float64)
+            rows = np.arange(n_tok)
+            pg = p64[rows, gold.tags]
+            p64[rows, gold.tags] = -np.inf
+            log_margin = (np.log(np.maximum(p64.max(axis=1), 1e-12))
+                          - np.log(np.maximum(pg, 1e-12)))
+            del p64
+        span_x = _span_features(span_sig, log_margin, gold.span_t0, gold.span_t1, g_kind)
+        tok_x = _token_features(tok_sig, log_margin, o_tok, token_text, flat.offsets,
+                                flat.probs[:, o_col])
+        span_z = em.error_log_odds("span", span_x)
+        tok_z = np.zeros(n_tok, dtype=np.float64)
+        b_o = boundary[o_tok]
+        if o_tok.size:
+            tok_z[o_tok] = np.where(b_o, em.error_log_odds("o_boundary", tok_x),
+                                    em.error_log_odds("o", tok_x))
+        span_score = _sigmoid(span_z)
+        tok_score = _sigmoid(tok_z)
+        tok_score[inside] = 0.0
+        if n_span:
+            suspect_span = em.suspected("span", span_x)
+        if return_units:
+            tt = tok_task[o_tok]
+            local = o_tok - flat.offsets[np.searchsorted(flat.tasks, tt)]
+            units = {"span": {"x": span_x, "task": gold.span_task,
+                              "token_start": gold.span_t0 - span_base,
+                              "token_end": gold.span_t1 - span_base}}
+            for name, m in (("o_boundary", b_o), ("o", ~b_o)):
+                units[name] = {"x": tok_x[m], "task": tt[m], "token": local[m]}
+
+    unit_task = np.concatenate([gold.span_task, tok_task[o_tok]])
+    unit_score = np.concatenate([span_score, tok_score[o_tok]])
+    unit_len = np.concatenate([gold.span_t1 - gold.span_t0, np.ones(len(o_tok), dtype=np.int64)])
+    task_dep = aggregate_units(unit_task, unit_score, n_tasks, method=aggregate,
+                               unit_weight=unit_len)
+    # annotated tasks with no token at all: nothing can be wrong
+    scored_mask = np.zeros(n_tasks, dtype=bool)
+    scored_mask[flat.tasks] = True
+    task_dep[scored_mask & np.isnan(task_dep)] = 0.0
+
+    # token DEP: O tokens their own unit score, span tokens their span's
+    token_dep = tok_score.astype(np.float32)
+    token_dep[span_tok] = span_score[span_owner]
+
     # ---- span table
     texts = [tasks[t].text for t in gold.span_task.tolist()]
     gold_df = pd.DataFrame(
@@ -907,8 +1066,8 @@ def compute_dep(
             "task": gold.span_task,
             "start": gold.span_start,
             "end": gold.span_end,
-            "token_start": gold.span_t0 - flat.offsets[np.searchsorted(flat.tasks, gold.span_task)],
-            "token_end": gold.span_t1 - flat.offsets[np.searchsorted(flat.tasks, gold.span_task)],
+            "token_start": gold.span_t0 - span_base,
+            "token_end": gold.span_t1 - span_base,
             "text": [tx[s:e] for tx, s, e in zip(texts, gold.span_start.tolist(),
                                                  gold.span_end.tolist())],
             "gold_label": np.asarray(labels, dtype=object)[gold.span_label]
@@ -916,6 +1075,7 @@ def compute_dep(
             "pred_label": g_pred_label,
             "kind": g_kind,
             "dep": span_score.astype(np.float64),
+            "suspect": suspect_span,
             **{f"sig_{k}": np.asarray(v, dtype=np.float64) for k, v in span_sig.items()},
         }
     )
@@ -940,6 +1100,7 @@ def compute_dep(
             "pred_label": al_labels[al.pred.label[ghost]] if ghost.size else np.zeros(0, object),
             "kind": np.full(ghost.size, "ghost", dtype=object),
             "dep": gh_dep.astype(np.float64),
+            "suspect": np.full(ghost.size, None, dtype=object),
             **{f"sig_{k}": np.asarray(v, dtype=np.float64) for k, v in gh_sig.items()},
         }
     )
@@ -962,7 +1123,8 @@ def compute_dep(
     n_per[flat.tasks] = np.diff(flat.offsets)
     np.cumsum(n_per, out=offsets_all[1:])
     disagrees = al.task_error_counts() > 0
-    th = fit_thresholds(np.where(scored_mask, task_dep, np.nan), disagrees)
+    th = fit_thresholds(np.where(scored_mask, task_dep, np.nan), disagrees,
+                        method="expected_f1" if scorer == "model" else "youden")
     category = th.categorize(task_dep)
     logger.info(
         "DEP: %d tasks scored, %d gold spans, thresholds easy<%.3f mislabeled>=%.3f (%s)",
@@ -980,5 +1142,7 @@ def compute_dep(
         signals=signals_df,
         tags=tags,
         aggregate=aggregate,
-        weights=w,
+        weights=w if scorer == "signals" else {},
+        scorer=scorer,
+        units=units,
     )

