@@ -400,7 +400,8 @@ def _score_annotated(ds: Any, ann: list[int], preds: Sequence[Any], *, model: An
         gi = np.flatnonzero(g_task == j)
         pi = np.flatnonzero(p_task == j)
         counts = {kind: int(c) for kind, c in zip(KINDS, al.per_task[j])}
-        span_dep = [gold_dep.get((j, int(gold.start[g]), int(gold.end[g]))) for g in gi]
+        span_dep = [gold_dep.get((j, int(gold.start[g]), int(gold.end[g])), (None, None))
+                    for g in gi]
         # similar spans: embeddings follow prepared.gold_spans order == sorted gold order
         emb = getattr(preds[k], "extra_embeddings", None)
         gs = gold_spans[k]
@@ -418,7 +419,8 @@ def _score_annotated(ds: Any, ann: list[int], preds: Sequence[Any], *, model: An
             s, e = int(gold.start[g]), int(gold.end[g])
             spans.append({
                 "start": s, "end": e, "text": t.text[s:e], "label": gold.labels[gold.label[g]],
-                "dep": span_dep[n], "error": str(kinds[al.gold_kind[g]]),
+                "dep": span_dep[n][0], "suspect": span_dep[n][1],
+                "error": str(kinds[al.gold_kind[g]]),
                 "predicted": [_span_json(pred, p, t.text) for p in pred_of.get(int(g), [])],
                 "similar": sims[n],
             })
@@ -443,12 +445,14 @@ def _task_dep(dep: Any, j: int) -> float:
     return float(np.asarray(dep.task_dep)[j])
 
 
-def _gold_span_deps(dep: Any) -> dict[tuple[int, int, int], float | None]:
-    """``(task, start, end) -> DEP`` of every gold span in ``dep.spans`` (one pass)."""
+def _gold_span_deps(dep: Any) -> dict[tuple[int, int, int], tuple[float | None, str | None]]:
+    """``(task, start, end) -> (DEP, suspected error class)`` of every gold span (one pass)."""
     df = dep.spans
     rows = df[df["gold_label"].notna()]
+    sus = rows["suspect"].tolist() if "suspect" in rows else [None] * len(rows)
     return {
-        (int(t), int(s), int(e)): (None if d != d else round(float(d), 6))
-        for t, s, e, d in zip(rows["task"].tolist(), rows["start"].tolist(),
-                              rows["end"].tolist(), rows["dep"].tolist())
+        (int(t), int(s), int(e)): (None if d != d else round(float(d), 6),
+                                   None if su is None else str(su))
+        for t, s, e, d, su in zip(rows["task"].tolist(), rows["start"].tolist(),
+                                  rows["end"].tolist(), rows["dep"].tolist(), sus)
     }

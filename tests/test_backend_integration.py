@@ -191,6 +191,8 @@ def test_planted_error_is_scored_on_the_task(world: Any) -> None:
     spans = {s["text"]: s for s in meta["spans"]}
     assert spans["Merkel"]["error"] == "wrong_tag" and spans["Merkel"]["label"] == "LOC"
     assert spans["Merkel"]["dep"] > spans["Putin"]["dep"]
+    # the error model's most likely error class of each gold span
+    assert all(s["suspect"] in ("wrong_tag", "span_shift", "ghost") for s in meta["spans"])
     sim = spans["Merkel"]["similar"]
     assert sim and all(s["label"] != "LOC" and s["task_id"] != tid for s in sim)
     # the annotation itself is untouched, byte for byte
