@@ -426,7 +426,7 @@ def columns_from_dataset(
             gold_rows = sp[sp["kind"] != "ghost"]
             if len(gold_rows) == len(gold):
                 span_dep = gold_rows["dep"].to_numpy(dtype=np.float64)
-            dep_source = dep_source or "analysis.dep.compute_dep (all signals)"
+            dep_source = dep_source or "analysis.dep.compute_dep (error model over all signals)"
     return Columns(
         ids=ids, text_len=text_len, n_tokens=n_tokens, annotated=annotated, gold=gold,
         gold_text=gold_text, pred=pred, pred_conf=pred_conf, split=split, annotator=annotator,
