@@ -41,8 +41,8 @@ Task DEP
     injected noise; see ``bench/README.md`` for the numbers behind the default.
 Thresholds (per dataset, :func:`fit_thresholds`)
     *mislabeled-likely*: with the error model, task DEPs are error probabilities and the cut
-    maximises the expected F1 of flagging (the dataset's own expected error count decides how
-    many tasks are worth a look); with ``scorer="signals"``, the task DEP that best separates
+    maximises the expected F2 of flagging (the dataset's own expected error count decides how
+    many tasks are worth a look; recall weighs twice as much as precision); with ``scorer="signals"``, the task DEP that best separates
     tasks where the model's argmax decoding disagrees with the gold annotation (any wrong_tag /
     span_shift / missed / ghost from :func:`analysis.errors.align`) from tasks where it agrees
     (maximal Youden J).  *easy*: the median task DEP of the agreeing tasks.
@@ -623,7 +623,8 @@ class Thresholds:
 
 
 def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray, *,
-                   method: Literal["youden", "expected_f1"] = "youden") -> Thresholds:
+                   method: Literal["youden", "expected_fbeta"] = "youden",
+                   beta: float = 2.0) -> Thresholds:
     """Derive easy / mislabeled-likely thresholds from one dataset's task DEPs.
 
     Parameters
@@ -631,13 +632,16 @@ def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray, *,
     task_dep : (n,) float, NaN entries are ignored
     disagrees : (n,) bool, the model's argmax decoding disagrees with the task's gold spans
     method : how ``mislabeled`` is placed (``easy`` is the same for both)
+    beta : the F-beta of ``"expected_fbeta"`` (2: recall weighs twice as much as precision —
+        a review queue should rather show a few clean tasks than hide errors)
 
     ``"youden"``: ``mislabeled`` is the cut maximising Youden's J (TPR − FPR) for predicting
     ``disagrees`` from DEP, placed midway between the two neighbouring DEP values — for DEPs
     that are scores, not probabilities (``scorer="signals"``).
-    ``"expected_f1"``: DEPs are error probabilities (``scorer="model"``); the cut maximises the
-    *expected* F1 of flagging, ``2 · Σ_{flagged} dep / (n_flagged + Σ_all dep)`` — the dataset's
-    own expected number of errors decides how many tasks are worth flagging.
+    ``"expected_fbeta"``: DEPs are error probabilities (``scorer="model"``); the cut maximises
+    the *expected* F-beta of flagging, ``(1 + β²) · Σ_{flagged} dep / (n_flagged + β² · Σ_all
+    dep)`` — the dataset's own expected number of errors decides how many tasks are worth
+    flagging.
     ``easy`` is the median DEP of the tasks the model agrees with (capped at ``mislabeled``).
     When every scored task agrees, or every one disagrees, the 0.9 and 0.5 quantiles of the DEP
     distribution are used instead.
@@ -652,8 +656,10 @@ def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray, *,
     d, y = d[ok], y[ok]
     if d.size == 0:
         return Thresholds(float("nan"), float("nan"), "empty")
-    if method not in ("youden", "expected_f1"):
-        raise ValueError(f"method must be 'youden' or 'expected_f1', got {method!r}")
+    if method not in ("youden", "expected_fbeta"):
+        raise ValueError(f"method must be 'youden' or 'expected_fbeta', got {method!r}")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         t_mis = float(np.quantile(d, 0.9))
@@ -669,7 +675,9 @@ def fit_thresholds(task_dep: np.ndarray, disagrees: np.ndarray, *,
         j = np.where(valid, tpr - fpr, -np.inf)
     else:
         p = np.clip(ds, 0.0, 1.0)
-        j = np.where(valid, 2.0 * np.cumsum(p) / (np.arange(1, len(p) + 1) + p.sum()), -np.inf)
+        b2 = beta * beta
+        j = np.where(valid, (1.0 + b2) * np.cumsum(p) / (np.arange(1, len(p) + 1) + b2 * p.sum()),
+                     -np.inf)
     best = int(np.argmax(j))
     t_mis = float((ds[best] + ds[best + 1]) / 2) if best + 1 < len(ds) else float(ds[best])
     t_easy = float(np.median(d[~y]))
@@ -1124,7 +1132,7 @@ def compute_dep(
     np.cumsum(n_per, out=offsets_all[1:])
     disagrees = al.task_error_counts() > 0
     th = fit_thresholds(np.where(scored_mask, task_dep, np.nan), disagrees,
-                        method="expected_f1" if scorer == "model" else "youden")
+                        method="expected_fbeta" if scorer == "model" else "youden")
     category = th.categorize(task_dep)
     logger.info(
         "DEP: %d tasks scored, %d gold spans, thresholds easy<%.3f mislabeled>=%.3f (%s)",

@@ -178,7 +178,7 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
         first = next(s for s in by_index[i]["spans"] if s["gold_label"])
         assert first["kind"] == "wrong_tag"
         assert first["pred_label"] == next(x for x in ds.labels if x != first["gold_label"])
-    # the per-dataset threshold (expected F1 of the error probabilities) flags most of them and
+    # the per-dataset threshold (expected F2 of the error probabilities) flags most of them and
     # little else
     flagged = {r["index"] for r in recs if r["category"] == "mislabeled"}
     assert len(flagged & flipped) >= 0.8 * len(flipped)
@@ -197,7 +197,7 @@ def test_scorer_and_error_model_options(small: tuple[Path, Path], tmp_path: Path
     assert default.returncode == 0, default.stderr
     d = json.loads(default.stdout)
     assert d["summary"]["scorer"] == "model"
-    assert d["thresholds"]["method"] == "expected_f1"
+    assert d["thresholds"]["method"] == "expected_fbeta"
     assert all("suspect" in s for t in d["tasks"] for s in t["spans"])
     # the same model given as a file scores the same
     path = tmp_path / "em.json"

@@ -183,7 +183,7 @@ def test_compute_dep_units_and_custom_model_agree() -> None:
     for u, d in units.items():
         np.maximum.at(best, d["task"], em.error_log_odds(u, d["x"]))
     np.testing.assert_allclose(r.task_dep, 1.0 / (1.0 + np.exp(-best)), rtol=1e-12)
-    assert r.scorer == "model" and r.thresholds.method == "expected_f1"
+    assert r.scorer == "model" and r.thresholds.method == "expected_fbeta"
 
 
 def test_default_model_ranks_the_planted_errors_first() -> None:
@@ -207,3 +207,18 @@ def test_scorer_options_are_checked() -> None:
 
 def test_tag_names_match_fixture() -> None:
     assert TAGS == tag_names(LABELS)
+
+
+def test_expected_fbeta_threshold_by_hand() -> None:
+    from analysis.dep import fit_thresholds
+
+    dep = np.array([0.9, 0.8, 0.1, 0.05])
+    agree = np.array([False, False, True, True])
+    # expected errors 1.85; F2 of flagging the top k: k=1 0.536, k=2 0.904, k=3 0.865, k=4 0.811
+    th = fit_thresholds(dep, ~agree, method="expected_fbeta")
+    assert th.method == "expected_fbeta" and th.mislabeled == pytest.approx(0.45)
+    assert th.easy == pytest.approx(0.075)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        fit_thresholds(dep, ~agree, method="expected_fbeta", beta=0.0)
+    with pytest.raises(ValueError, match="method must be"):
+        fit_thresholds(dep, ~agree, method="f1")  # type: ignore[arg-type]
