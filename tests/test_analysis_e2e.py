@@ -45,7 +45,8 @@ def _probs(ds: Any, wrong: set[int], ghost: set[int]) -> list[np.ndarray]:
     out = []
     for t in ds.tasks:
         enc = encode(len(t.tokens), token_spans(t, "gold", warn=False), "iob2")
-        p = np.full((len(enc), len(tags)), 0.01, np.float32)
+        # as confident as a trained model on clear cases (what the error model is fitted on)
+        p = np.full((len(enc), len(tags)), 1e-4, np.float32)
         for k, tg in enumerate(enc):
             p[k, tags.index(tg)] = 1.0
         sid = t.meta.get("sample_index")
@@ -53,13 +54,13 @@ def _probs(ds: Any, wrong: set[int], ghost: set[int]) -> list[np.ndarray]:
             k = next(i for i, tg in enumerate(enc) if tg != "O")
             typ = enc[k][2:]
             other = next(x for x in ds.labels if x != typ)
-            p[k] = 0.01
+            p[k] = 1e-4
             p[k, tags.index(f"B-{other}")] = 1.0
         if sid in ghost:  # an O token the model is sure is an entity
             k = next(i for i, tg in enumerate(enc) if tg == "O" and t.tokens.tokens[i].istitle()
                      ) if any(tg == "O" and t.tokens.tokens[i].istitle() for i, tg in enumerate(enc)) \
                 else next(i for i, tg in enumerate(enc) if tg == "O")
-            p[k] = 0.01
+            p[k] = 1e-4
             p[k, tags.index("B-PER")] = 1.0
         out.append(p / p.sum(axis=1, keepdims=True))
     return out
