@@ -609,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
             for part in ("all", "heldout")
         } if em_part["library_default"] else None,
         "error_model": {k: v for k, v in em_part.items() if k not in ("fitted", "library_default")},
+        # the earlier scorer with its library defaults, on the same probabilities
+        "signals_scorer_library_defaults": evaluate(
+            compute_dep(noisy, probs, tags=tags, span_embeddings=emb, scorer="signals").task_dep),
     }
     if args.signals_grid:
         t = time.time()
