@@ -21,7 +21,7 @@ from analysis.errormodel import (
     default_error_model,
     fit_error_model,
 )
-from tests.test_dep import BL, BP, IL, LABELS, TAGS, O, make_task, onehot
+from tests.test_dep import BL, BP, IL, IP, LABELS, TAGS, O, make_task, onehot
 
 
 def synthetic_units(seed: int = 0, n: int = 2000) -> tuple[dict[str, np.ndarray],
@@ -222,3 +222,39 @@ def test_expected_fbeta_threshold_by_hand() -> None:
         fit_thresholds(dep, ~agree, method="expected_fbeta", beta=0.0)
     with pytest.raises(ValueError, match="method must be"):
         fit_thresholds(dep, ~agree, method="f1")  # type: ignore[arg-type]
+
+
+def test_bench_unit_labels_match_the_injected_noise() -> None:
+    """The error model's training labels (bench_detection.unit_labels) follow the corruptions."""
+    from bench.bench_detection import unit_labels
+    from bench.noise import inject_noise
+
+    rng = np.random.default_rng(3)
+    names = ["Paris", "Rome", "John", "Mary", "Berlin", "Anna", "Oslo", "Peter"]
+    tasks = []
+    for i in range(80):
+        a, b = rng.choice(names, 2, replace=False)
+        tasks.append(make_task(i, f"{a} met {b} Smith in the old town",
+                               [(0, 1, "PER"), (2, 4, "PER")]))
+    ds = Dataset(tasks, LABELS)
+    noisy, corr = inject_noise(ds, rate=0.2, seed=5)
+    probs = [onehot([BP, O, BP, IP, O, O, O, O], p=0.999) for _ in noisy.tasks]
+    units = compute_dep(noisy, probs, tags=TAGS, error_model=ErrorModel.untrained(),
+                        return_units=True).units
+    assert units is not None
+    labels = unit_labels(noisy, corr, units)
+    kinds = [c.kind for c in corr]
+    span_pos = labels["span"][labels["span"] != "clean"]
+    for k in ("wrong_tag", "span_shift", "ghost"):
+        assert (span_pos == k).sum() == kinds.count(k) > 0
+    tok = np.concatenate([labels["o"], labels["o_boundary"]])
+
+    def n_tokens(c: object) -> int:
+        tt = noisy.tasks[c.task].tokens  # type: ignore[attr-defined]
+        s = c.before  # type: ignore[attr-defined]
+        return int(((tt.starts >= s.start) & (tt.ends <= s.end)).sum())
+
+    assert (tok == "missed").sum() == sum(n_tokens(c) for c in corr if c.kind == "missed") > 0
+    shrunk = sum(1 for c in corr if c.kind == "span_shift"
+                 and (c.after.end - c.after.start) < (c.before.end - c.before.start))
+    assert (tok == "span_shift").sum() == shrunk > 0  # one freed token per shrunk span
