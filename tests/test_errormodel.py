@@ -237,7 +237,7 @@ def test_bench_unit_labels_match_the_injected_noise() -> None:
         tasks.append(make_task(i, f"{a} met {b} Smith in the old town",
                                [(0, 1, "PER"), (2, 4, "PER")]))
     ds = Dataset(tasks, LABELS)
-    noisy, corr = inject_noise(ds, rate=0.2, seed=5)
+    noisy, corr = inject_noise(ds, rate=0.2, seed=6)
     probs = [onehot([BP, O, BP, IP, O, O, O, O], p=0.999) for _ in noisy.tasks]
     units = compute_dep(noisy, probs, tags=TAGS, error_model=ErrorModel.untrained(),
                         return_units=True).units
