@@ -23,8 +23,8 @@ Unit DEP (``scorer="model"``, the default)
     all fitted on the same labels, puts spans and tokens on one probability scale, and the
     multinomial form lets each error kind (wrong tag / span shift / ghost; missed / shift) have
     its own combination of signals; its most likely class is the unit's ``suspect`` kind.  The
-    shipped coefficients are fitted by ``bench/bench_detection.py`` on injected noise (numbers
-    in ``bench/README.md``).
+    shipped coefficients are fitted by ``bench/fit_error_model.py`` on injected noise in
+    CoNLL-03 (numbers in ``bench/README.md``).
 Unit DEP (``scorer="signals"``)
     The signals combined by :func:`analysis.signals.combine` (weighted noisy-OR), then mapped by
     :func:`analysis.signals.calibrate` (``σ(a + b · logit s)``, monotone) with ``(a, b)`` per
@@ -852,7 +852,7 @@ def compute_dep(
         (``weights``) mapped by the per-unit-type ``calibration`` (the earlier scorer, kept for
         ablations and explicit weighting)
     error_model : the error model of ``scorer="model"`` (default
-        :func:`analysis.errormodel.default_error_model`, fitted by ``bench/bench_detection.py``)
+        :func:`analysis.errormodel.default_error_model`, fitted by ``bench/fit_error_model.py``)
     return_units : also return the unit feature matrices (``DepResult.units``), for fitting
 
     Returns

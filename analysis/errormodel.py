@@ -26,7 +26,9 @@ error kind.
 
 Fitting needs units whose error status is known: ``bench/bench_detection.py`` injects synthetic
 errors into a real corpus (:mod:`bench.noise`), scores them with cross-fitted probabilities, fits
-on one half of the tasks and reports on the other.  The fitted coefficients ship as
+on one half of the tasks and reports on the other; ``bench/fit_error_model.py`` pools the
+selection halves of several such runs (models of different strength, so that the coefficients
+are not tied to one confidence scale).  The fitted coefficients ship as
 ``analysis/error_model.json`` (:func:`default_error_model`); :func:`fit_error_model` and
 :meth:`ErrorModel.save` let a user fit their own (``ner-quality dep --error-model FILE``).
 Features are standardised with the training mean and scale; a missing feature (NaN, e.g. the

@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--error-model",
         metavar="JSON",
         help="error model file (default: the packaged one; fit your own with "
-             "bench/bench_detection.py --write-error-model)",
+             "bench/fit_error_model.py or bench/bench_detection.py --write-error-model)",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object on stdout")
