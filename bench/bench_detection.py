@@ -235,6 +235,29 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: ``(C, wrong-tag class weight)`` candidates of the error model's inner cross-validation.
+HYPER_GRID: tuple[tuple[float, float], ...] = tuple(
+    itertools.product((0.1, 1.0), (1.0, 1.5, 2.0, 3.0)))
+
+
+def cv_criterion(score: np.ndarray, y: np.ndarray, kinds: np.ndarray, mask: np.ndarray) -> float:
+    """AP + the lowest per-kind recall@K of ``score`` on the tasks in ``mask``."""
+    m = ranking_metrics(score[mask], y[mask], kinds[mask])
+    return float(m["ap"] + min(m["recall_at_k"].values()))
+
+
+def select_hyperparameters(fit: Any, criterion: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """2-fold CV over :data:`HYPER_GRID`: ``fit(flip, C, w)`` fits on one inner half,
+    ``criterion(model, flip)`` judges it on the other; returns the best entry and the grid."""
+    grid = []
+    for C, w_tag in HYPER_GRID:
+        crit = [criterion(fit(flip, C, w_tag), flip) for flip in (False, True)]
+        grid.append({"C": C, "wrong_tag_weight": w_tag,
+                     "criterion": round(float(np.mean(crit)), 4)})
+        log.info("C=%s wrong_tag_weight=%s: %.4f", C, w_tag, grid[-1]["criterion"])
+    return max(grid, key=lambda g: g["criterion"]), grid
+
+
 def error_model_section(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str, ...],
                         emb: np.ndarray | None, corr: list[Any], y: np.ndarray,
                         kinds: np.ndarray, sel: np.ndarray, hold: np.ndarray,
@@ -267,16 +290,10 @@ def error_model_section(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str
 
     # inner 2-fold CV on the selection half
     inner = np.random.default_rng(7).random(n) < 0.5
-    grid = []
-    for C, w_tag in itertools.product((0.1, 1.0), (1.0, 1.5, 2.0, 3.0)):
-        crit = []
-        for fit_mask, ev_mask in ((sel & inner, sel & ~inner), (sel & ~inner, sel & inner)):
-            sc = model_task_scores(fit_on(fit_mask, C, w_tag), units, n)
-            m = ranking_metrics(sc[ev_mask], y[ev_mask], kinds[ev_mask])
-            crit.append(m["ap"] + min(m["recall_at_k"].values()))
-        grid.append({"C": C, "wrong_tag_weight": w_tag,
-                     "criterion": round(float(np.mean(crit)), 4)})
-    best = max(grid, key=lambda g: g["criterion"])
+    best, grid = select_hyperparameters(
+        lambda flip, C, w: fit_on(sel & (inner ^ flip), C, w),
+        lambda em, flip: cv_criterion(model_task_scores(em, units, n), y, kinds,
+                                      sel & ~(inner ^ flip)))
     em = fit_on(sel, best["C"], best["wrong_tag_weight"])
     fitted_score = model_task_scores(em, units, n)
     # the numpy re-scoring must be exactly what compute_dep does with this model

@@ -21,7 +21,6 @@ default, subset seed 0, split seed 1 as there).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -45,8 +44,10 @@ from analysis.errormodel import UNIT_TYPES, ErrorModel, fit_error_model  # noqa:
 from bench.bench_detection import (  # noqa: E402
     DEFAULT_DATA,
     cleanlab_scores,
+    cv_criterion,
     model_task_scores,
     ranking_metrics,
+    select_hyperparameters,
     span_embeddings,
     subset,
     unit_labels,
@@ -128,20 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--select-on {args.select_on!r}: not one of {names}")
     target = (runs[names.index(args.select_on)] if args.select_on
               else max(runs, key=lambda r: r["n"]))
-    grid = []
-    for C, w_tag in itertools.product((0.1, 1.0), (1.0, 1.5, 2.0, 3.0)):
-        crit = []
-        for flip in (False, True):
-            fit_masks = [r["sel"] & (r["inner"] ^ flip) for r in runs]
-            em = pooled_fit(runs, fit_masks, C, w_tag)
-            r = target
-            m = metrics(r, model_task_scores(em, r["units"], r["n"]),
-                        r["sel"] & ~(r["inner"] ^ flip))
-            crit.append(m["ap"] + min(m["recall_at_k"].values()))
-        grid.append({"C": C, "wrong_tag_weight": w_tag,
-                     "criterion": round(float(np.mean(crit)), 4)})
-        log.info("C=%s wrong_tag_weight=%s: %.4f", C, w_tag, grid[-1]["criterion"])
-    best = max(grid, key=lambda g: g["criterion"])
+    best, grid = select_hyperparameters(
+        lambda flip, C, w: pooled_fit(runs, [r["sel"] & (r["inner"] ^ flip) for r in runs], C, w),
+        lambda em, flip: cv_criterion(model_task_scores(em, target["units"], target["n"]),
+                                      target["y"], target["kinds"],
+                                      target["sel"] & ~(target["inner"] ^ flip)))
     em = pooled_fit(runs, [r["sel"] for r in runs], best["C"], best["wrong_tag_weight"])
     per_run = {}
     for r in runs:
