@@ -1,6 +1,6 @@
 """Task and Dataset containers, and choosing one annotation / prediction per task.
 
-A :class:`Dataset` is what :mod:`analysis.io` loads from CoNLL or Label Studio JSON: one
+A :class:`Dataset` is what :mod:`analysis.formats` loads from CoNLL or Label Studio JSON: one
 :class:`Task` per sentence / Label Studio task, with the text, its tokenization, the chosen
 human annotation (``gold``) and the chosen prediction (``pred``) as character spans.
 Offsets are half-open ``[start, end)`` code-point offsets into ``Task.text`` (Python ``str``

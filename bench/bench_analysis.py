@@ -1,11 +1,11 @@
-"""Dataset analysis throughput: ``analysis.analyze.analyze_columns`` on synthetic tasks.
+"""Dataset analysis throughput: ``analysis.review.analyze.analyze_columns`` on synthetic tasks.
 
 Synthetic columnar data (no Python objects per task): ``n`` tasks of 8-16 tokens drawn from a
 5,000-word vocabulary, ~1.5 gold spans per task over 3 labels (7 IOB2 tags), predictions equal
 to gold except ~5 % relabelled / shifted / dropped plus ~2 % ghosts, per-token probabilities
 (float32, peaked on the predicted tag).  DEP is the columnar margin DEP.  Duplicate search uses
 normalised-text hashing (above ``near_dup_max`` = 50k tasks the TF-IDF near-duplicate pass is
-skipped, as documented in ``analysis.analyze``).
+skipped, as documented in ``analysis.review.analyze``).
 
 Each size runs in its own process so the peak RSS (``ru_maxrss``) is that size's own.
 
@@ -26,8 +26,8 @@ import numpy as np
 
 
 def make_columns(n: int, seed: int = 0) -> object:
-    from analysis.analyze import Columns
-    from analysis.decoding import tag_names
+    from analysis.review.analyze import Columns
+    from analysis.tags import tag_names
     from analysis.spans import SpanTable
 
     rng = np.random.default_rng(seed)
@@ -103,7 +103,7 @@ def make_columns(n: int, seed: int = 0) -> object:
 
 
 def one(n: int) -> dict[str, float]:
-    from analysis.analyze import analyze_columns
+    from analysis.review.analyze import analyze_columns
 
     t0 = time.perf_counter()
     cols = make_columns(n)

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def load_tasks(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
-    from analysis.io import load, to_ls_tasks
+    from analysis.formats import load, to_ls_tasks
 
     ds = load(path, format="conll")
     tasks = to_ls_tasks(ds)

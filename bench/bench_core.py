@@ -3,7 +3,7 @@
 Parts (all in one run, JSON on stdout and ``--out``):
 
 ``conll03_train_ls_json``
-    CoNLL-2003 train (14,041 sentences) is loaded with ``analysis.io``, given a deterministic
+    CoNLL-2003 train (14,041 sentences) is loaded with ``analysis.formats``, given a deterministic
     perturbed copy of its spans as predictions, and written as one Label Studio JSON export
     (setup, not timed).  Timed: ``io.load`` of that JSON, ``gold_table``/``pred_table``,
     ``align``, ``span_prf`` + ``confusion`` + ``error_distribution``.  seqeval's strict IOB2
@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from analysis import io  # noqa: E402
+from analysis import formats as io  # noqa: E402
 from analysis.errors import align  # noqa: E402
 from analysis.metrics import confusion, error_distribution, span_prf  # noqa: E402
 from analysis.schemes import encode  # noqa: E402

@@ -11,7 +11,7 @@
    DEP against the corrupted set, recall per error kind at K, next to cleanlab's
    ``token_classification.rank.get_label_quality_scores`` on the SAME probabilities.
 5. Model selection without peeking: tasks are split in two halves (seeded); the signal weights,
-   the per-unit-type calibration (:func:`analysis.signals.calibrate`, coordinate ascent from
+   the per-unit-type calibration (:func:`analysis.dep.signals.calibrate`, coordinate ascent from
    several starting points) and the aggregation are picked by AP on the *selection* half and
    reported on the *held-out* half (and on all tasks), next to the library defaults
    (``DEFAULT_WEIGHTS`` / ``DEFAULT_CALIBRATION``).  The signal ablation is reported on all
@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from analysis.dataset import Dataset, token_spans  # noqa: E402
-from analysis.decoding import tag_names  # noqa: E402
+from analysis.tags import tag_names  # noqa: E402
 from analysis.dep import AGGREGATES, compute_dep, load_probs  # noqa: E402
 from bench.noise import NOISE_KINDS, inject_noise, summary  # noqa: E402
 
@@ -128,10 +128,10 @@ def unit_view(res: Any, n_tasks: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """Units of a :class:`DepResult` computed with the identity calibration.
 
     Returns ``unit_task (U,)``, ``unit_score (U,)`` and ``unit_type (U,)`` (index into
-    :data:`analysis.signals.UNIT_TYPES`): every gold span and every gold-``O`` token, so that
+    :data:`analysis.dep.signals.UNIT_TYPES`): every gold span and every gold-``O`` token, so that
     re-calibrating and taking the per-task max reproduces ``compute_dep`` without re-running it.
     """
-    from analysis.signals import UNIT_TYPES
+    from analysis.dep.signals import UNIT_TYPES
 
     off = res.token_offsets
     n_tok = int(off[-1])
@@ -211,7 +211,7 @@ def _drop(x: np.ndarray, unit_type: str, drop: tuple[str, ...]) -> np.ndarray:
     """Features in ``drop`` set to NaN (= imputed with the training mean: no contribution)."""
     if not drop:
         return x
-    from analysis.errormodel import SPAN_FEATURES, TOKEN_FEATURES
+    from analysis.dep.errormodel import SPAN_FEATURES, TOKEN_FEATURES
 
     names = SPAN_FEATURES if unit_type == "span" else TOKEN_FEATURES
     x = x.copy()
@@ -268,7 +268,7 @@ def error_model_section(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str
     otherwise under-weights) are chosen by 2-fold cross-validation *inside* the selection half
     on ``AP + min recall@K over kinds``; the held-out half is touched only for reporting.
     """
-    from analysis.errormodel import ErrorModel, default_error_model, fit_error_model
+    from analysis.dep.errormodel import ErrorModel, default_error_model, fit_error_model
 
     n = len(noisy.tasks)
     base = compute_dep(noisy, probs, tags=tags, span_embeddings=emb, scorer="model",
@@ -361,7 +361,7 @@ def signals_grid(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str, ...],
     t = time.time()
     identity: dict[str, tuple[float, float]] = {}
     from analysis.dep import aggregate_units
-    from analysis.signals import SIGNALS, UNIT_TYPES, calibrate
+    from analysis.dep.signals import SIGNALS, UNIT_TYPES, calibrate
 
     def dep_result(weights: dict[str, float], aggregate: str = "max",
                    calibration: dict[str, tuple[float, float]] | None = None) -> Any:
@@ -484,7 +484,7 @@ def signals_grid(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str, ...],
             continue
         ablation[name] = {"weights": w, "calibration": cal, **evaluate(scores(w, cal, best_agg))}
 
-    from analysis.signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS
+    from analysis.dep.signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS
 
     lib_defaults = {"weights": dict(DEFAULT_WEIGHTS), "calibration": dict(DEFAULT_CALIBRATION),
                     "aggregate": "max",
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
 
-    from analysis.io import load
+    from analysis.formats import load
 
     t0 = time.time()
     full = load(args.data)
@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     res_dep = em_part["fitted"]
     result: dict[str, Any] = {
         "run": run,
-        "scorer": "model (analysis.errormodel, fitted on the selection half)",
+        "scorer": "model (analysis.dep.errormodel, fitted on the selection half)",
         "dep": res_dep,
         "cleanlab": res_cl,
         "ap_ratio_vs_cleanlab": {

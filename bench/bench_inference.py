@@ -52,7 +52,7 @@ MODES = ("pipeline_per_task", "pipeline_batched", "ours", "forward_only")
 
 
 def load_texts(path: Path, limit: int) -> list[str]:
-    from analysis.io import load
+    from analysis.formats import load
 
     ds = load(path, format="conll")
     tasks = ds.tasks[:limit] if limit else ds.tasks
@@ -133,7 +133,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from analysis.io import load
+    from analysis.formats import load
     from analysis.metrics import span_prf
     from analysis.spans import SpanTable
     from ls_backend.runtime import NerModel, train

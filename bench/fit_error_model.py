@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from analysis.decoding import tag_names  # noqa: E402
+from analysis.tags import tag_names  # noqa: E402
 from analysis.dep import compute_dep, load_probs  # noqa: E402
-from analysis.errormodel import UNIT_TYPES, ErrorModel, fit_error_model  # noqa: E402
+from analysis.dep.errormodel import UNIT_TYPES, ErrorModel, fit_error_model  # noqa: E402
 from bench.bench_detection import (  # noqa: E402
     DEFAULT_DATA,
     cleanlab_scores,
@@ -60,7 +60,7 @@ log = logging.getLogger("fit_error_model")
 def prepare(data: str, limit: int, probs_path: str, noise_seed: int, *, device: str,
             embeddings: bool) -> dict[str, Any]:
     """Units, labels, task labels and the selection / held-out split of one run."""
-    from analysis.io import load
+    from analysis.formats import load
 
     ds = subset(load(data), limit, 0)
     noisy, corr = inject_noise(ds, rate=0.1, seed=noise_seed)

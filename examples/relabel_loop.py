@@ -1,5 +1,5 @@
 """A relabeling loop with the ner-quality library (no raw HTTP: everything goes through
-``analysis.ls_api.LabelStudioAPI``).
+``analysis.labelstudio.LabelStudioAPI``).
 
 1. sync the project into the local store;
 2. analyse with out-of-sample probabilities (``--probs``, e.g. from ``ner-quality dep``'s
@@ -25,12 +25,12 @@ import os
 import warnings
 from pathlib import Path
 
-from analysis.analyze import analyze_dataset
+from analysis.review.analyze import analyze_dataset
 from analysis.dep import load_probs
-from analysis.io import from_ls_tasks
-from analysis.ls_api import LabelStudioAPI
-from analysis.push import plan_push
-from analysis.store import TaskStore, store_path, sync_project
+from analysis.formats import from_ls_tasks
+from analysis.labelstudio import LabelStudioAPI
+from analysis.labelstudio.push import plan_push
+from analysis.labelstudio.store import TaskStore, store_path, sync_project
 from ls_backend.commands.push import apply_plan
 
 

@@ -31,10 +31,10 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .jobs import Backend, LabelMismatch, NoLabelStudio, QueueFull
-from .scoring import TaskError
+from .service.jobs import Backend, LabelMismatch, NoLabelStudio, QueueFull
+from .service.scoring import TaskError
 from .settings import Settings
-from .state import project_id
+from .service.state import project_id
 
 logger = logging.getLogger(__name__)
 

@@ -157,10 +157,10 @@ def run_demo(
     """Run the demo; returns paths and, with Label Studio, the project id and URL."""
     import numpy as np
 
-    from analysis.analyze import analyze_dataset
-    from analysis.decoding import tag_names
-    from analysis.io import from_ls_tasks
-    from analysis.report import write_csv
+    from analysis.review.analyze import analyze_dataset
+    from analysis.tags import tag_names
+    from analysis.formats import from_ls_tasks
+    from analysis.review.report import write_csv
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -237,11 +237,11 @@ def push_to_label_studio(url: str, key: str, tasks: list[dict[str, Any]], config
                          ds: Any, out: Path, *, probs: Any, tags: Any,
                          result: dict[str, Any]) -> int:
     """Create a project, import, connect the backend, sync, push views; returns the project id."""
-    from analysis.analyze import analyze_dataset
-    from analysis.io import from_ls_tasks
-    from analysis.ls_api import LabelStudioAPI
-    from analysis.push import plan_push
-    from analysis.store import TaskStore, store_path, sync_project
+    from analysis.review.analyze import analyze_dataset
+    from analysis.formats import from_ls_tasks
+    from analysis.labelstudio import LabelStudioAPI
+    from analysis.labelstudio.push import plan_push
+    from analysis.labelstudio.store import TaskStore, store_path, sync_project
     from ls_backend.commands.push import apply_plan
 
     api = LabelStudioAPI(url, key)

@@ -5,7 +5,7 @@
 
 Real processes: :func:`start_process` (any server, e.g. ``ner-quality serve``) and a real
 Label Studio server: fixtures ``label_studio`` (shared, session-wide; ``.url``, ``.token``,
-``.data_dir``, ``.stop()``, ``.start()``), ``ls_api`` (an ``analysis.ls_api.LabelStudioAPI``
+``.data_dir``, ``.stop()``, ``.start()``), ``ls_api`` (an ``analysis.labelstudio.LabelStudioAPI``
 for it), ``ls_project`` (factory of fresh projects) and ``label_studio_factory`` (extra,
 private servers).  Tests using them are marked ``integration`` automatically and skip when
 the Label Studio executable (``$NERQ_LS_BIN``) is missing.
@@ -443,8 +443,8 @@ def label_studio(ls_server: LabelStudioServer) -> LabelStudioServer:
 
 @pytest.fixture
 def ls_api(label_studio: LabelStudioServer) -> Any:
-    """An :class:`analysis.ls_api.LabelStudioAPI` for the shared server."""
-    from analysis.ls_api import LabelStudioAPI
+    """An :class:`analysis.labelstudio.LabelStudioAPI` for the shared server."""
+    from analysis.labelstudio import LabelStudioAPI
 
     return LabelStudioAPI(label_studio.url, label_studio.token)
 
@@ -456,7 +456,7 @@ def ls_project(label_studio: LabelStudioServer) -> Iterator[Callable[..., int]]:
     A fresh project on the shared server (default config: CoNLL-2003 PER/ORG/LOC/MISC), with
     ``tasks`` (a list of data dicts or full tasks) imported.  Deleted after the test.
     """
-    from analysis.ls_api import LabelStudioAPI
+    from analysis.labelstudio import LabelStudioAPI
 
     api = LabelStudioAPI(label_studio.url, label_studio.token)
     made: list[int] = []

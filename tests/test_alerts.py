@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import alerts as A
+from analysis.review import alerts as A
 
 RNG = np.random.default_rng(0)
 

@@ -38,7 +38,7 @@ def _title(view: dict[str, Any]) -> str:
 
 def _probs(ds: Any, wrong: set[int], ghost: set[int]) -> list[np.ndarray]:
     from analysis.dataset import token_spans
-    from analysis.decoding import tag_names
+    from analysis.tags import tag_names
     from analysis.schemes import encode
 
     tags = list(tag_names(ds.labels))
@@ -68,8 +68,8 @@ def _probs(ds: Any, wrong: set[int], ghost: set[int]) -> list[np.ndarray]:
 
 def test_sync_analyze_push_roundtrip(label_studio: Any, ls_project: Any, ls_api: Any,
                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from analysis.io import from_ls_tasks
-    from analysis.store import TaskStore
+    from analysis.formats import from_ls_tasks
+    from analysis.labelstudio.store import TaskStore
 
     monkeypatch.setenv("NERQ_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
@@ -141,8 +141,8 @@ def test_sync_analyze_push_roundtrip(label_studio: Any, ls_project: Any, ls_api:
 
 def test_interrupted_sync_resumes(label_studio: Any, ls_project: Any, ls_api: Any,
                                   tmp_path: Path) -> None:
-    from analysis.ls_api import LabelStudioAPI
-    from analysis.store import TaskStore, sync_project
+    from analysis.labelstudio import LabelStudioAPI
+    from analysis.labelstudio.store import TaskStore, sync_project
 
     tasks, config = sample_tasks()
     tasks = [{k: v for k, v in t.items() if k != "id"} for t in tasks[:100]]

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.analyze import Columns, analyze_columns, analyze_dataset, bad_edges, find_duplicates
+from analysis.review.analyze import Columns, analyze_columns, analyze_dataset, bad_edges, find_duplicates
 from analysis.dataset import Dataset, Task
-from analysis.decoding import tag_names
-from analysis.push import pending_updates, plan_push
+from analysis.tags import tag_names
+from analysis.labelstudio.push import pending_updates, plan_push
 from analysis.spans import Span, SpanTable, tokenize
 
 LABELS = ("PER", "LOC")

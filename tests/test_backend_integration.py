@@ -68,7 +68,7 @@ def backend_json(url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def world(ls_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Label Studio, the backend process and the project, shared by the tests below."""
-    from analysis.ls_api import LabelStudioAPI
+    from analysis.labelstudio import LabelStudioAPI
 
     ls = ls_server.start()
     api = LabelStudioAPI(ls.url, ls.token)
@@ -203,7 +203,7 @@ def test_planted_error_is_scored_on_the_task(world: Any) -> None:
 
 def test_predict_project_is_resumable_without_duplicates(world: Any) -> None:
     """``ner-quality predict --project``: same version as the backend, nothing duplicated."""
-    from ls_backend.project_predict import predict_project
+    from ls_backend.service.bulk_predict import predict_project
     from ls_backend.settings import Settings
 
     settings = Settings.from_env(world.env)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from analysis import io
-from analysis.label_config import label_config_xml
+from analysis import formats as io
+from analysis.formats.label_config import label_config_xml
 
 
 def region(start: int, end: int, label: str, text: str | None = None) -> dict[str, Any]:

@@ -142,8 +142,8 @@ def test_more_errors_in_process(small: tuple[Path, Path], tmp_path: Path,
 
 def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
     from analysis.dataset import token_spans
-    from analysis.decoding import tag_names
-    from analysis.io import load
+    from analysis.tags import tag_names
+    from analysis.formats import load
 
     path = shared_file("conll2003", "test.conll")
     ds = load(path)
@@ -190,7 +190,7 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
 
 
 def test_scorer_and_error_model_options(small: tuple[Path, Path], tmp_path: Path) -> None:
-    from analysis.errormodel import default_error_model
+    from analysis.dep.errormodel import default_error_model
 
     data, probs = small
     default = cli("--data", str(data), "--probs", str(probs), "--json")

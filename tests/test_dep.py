@@ -1,4 +1,4 @@
-"""DEP from probabilities, consistency signals, thresholds (analysis.dep, analysis.signals)."""
+"""DEP from probabilities, consistency signals, thresholds (analysis.dep, analysis.dep.signals)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.dataset import Dataset, Task
-from analysis.decoding import tag_names
+from analysis.tags import tag_names
 from analysis.dep import (
     aggregate_units,
     compute_dep,
@@ -17,7 +17,7 @@ from analysis.dep import (
     token_margins,
     validate_probs,
 )
-from analysis.signals import (
+from analysis.dep.signals import (
     calibrate,
     combine,
     model_disagreement,

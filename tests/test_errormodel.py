@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from analysis.dataset import Dataset
-from analysis.decoding import tag_names
+from analysis.tags import tag_names
 from analysis.dep import compute_dep
-from analysis.errormodel import (
+from analysis.dep.errormodel import (
     SPAN_CLASSES,
     SPAN_FEATURES,
     TOKEN_CLASSES,

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import io
+from analysis import formats as io
 from analysis.dataset import Dataset, Task, choose_annotation, token_spans
-from analysis.label_config import label_config_xml
+from analysis.formats.label_config import label_config_xml
 from analysis.spans import Span, TokenSpan, tokenize
 
 DATA = Path(__file__).resolve().parent / "data"

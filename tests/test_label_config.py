@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.label_config import (
+from analysis.formats.label_config import (
     LabelConfig,
     as_label_config,
     label_config_xml,

@@ -1,4 +1,4 @@
-"""``analysis.ls_api`` against a real Label Studio server (fixtures in ``conftest.py``).
+"""``analysis.labelstudio`` against a real Label Studio server (fixtures in ``conftest.py``).
 
 Each test makes its own project on the shared server.  The few tests at the top need no
 server (argument validation, unreachable server).
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis import lsfields
-from analysis.ls_api import (
+from analysis.labelstudio import fields as lsfields
+from analysis.labelstudio import (
     LabelStudioAPI,
     LabelStudioError,
     LabelStudioUnavailable,

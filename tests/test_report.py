@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis.analyze import analyze_dataset
+from analysis.review.analyze import analyze_dataset
 from analysis.dataset import Dataset, Task
-from analysis.decoding import tag_names
-from analysis.report import flagged_rows, render_report, span_map, write_csv, write_report
+from analysis.tags import tag_names
+from analysis.review.report import flagged_rows, render_report, span_map, write_csv, write_report
 from analysis.spans import Span, tokenize
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -137,7 +137,7 @@ def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
     import io
     from contextlib import redirect_stdout
 
-    from analysis.io import save
+    from analysis.formats import save
     from ls_backend.cli import main
 
     ds, probs, tags = _dataset()

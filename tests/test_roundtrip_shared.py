@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from analysis import io
+from analysis import formats as io
 
 # (corpus, split, sentences, entities) from /work/shared/data/*/README.md count tables
 COUNTS = [

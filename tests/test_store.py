@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from analysis.store import TaskStore, store_path, sync_project
+from analysis.labelstudio.store import TaskStore, store_path, sync_project
 
 
 class Project:

@@ -88,8 +88,8 @@ def _concat(datasets: list[Any], names: list[str]) -> Any:
 
 def load_inputs(args: argparse.Namespace) -> Inputs:
     """Dataset (+ probabilities / predictions) from the command-line inputs."""
-    from analysis.io import from_ls_tasks, load
-    from analysis.store import TaskStore, store_path
+    from analysis.formats import from_ls_tasks, load
+    from analysis.labelstudio.store import TaskStore, store_path
 
     url = getattr(args, "url", None)
     pid = None
@@ -119,7 +119,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     if args.probs and args.model:
         raise ValueError("give --probs or --model, not both")
     if args.probs:
-        from analysis.decoding import tag_names
+        from analysis.tags import tag_names
         from analysis.dep import load_probs
 
         inp.probs = load_probs(args.probs)
@@ -152,7 +152,7 @@ def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto") 
 
 
 def run_analysis(args: argparse.Namespace) -> tuple[Any, Inputs]:
-    from analysis.analyze import analyze_dataset
+    from analysis.review.analyze import analyze_dataset
 
     inp = load_inputs(args)
     res = analyze_dataset(

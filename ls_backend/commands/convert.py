@@ -71,7 +71,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.io import load, save
+    from analysis.formats import load, save
 
     src, dst = Path(args.input), Path(args.output)
     if src.resolve() == dst.resolve():

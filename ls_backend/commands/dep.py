@@ -82,10 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def build(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Run the scoring: ``(task records, thresholds, summary)``."""
-    from analysis.decoding import tag_names
+    from analysis.tags import tag_names
     from analysis.dep import compute_dep, load_probs
-    from analysis.errormodel import ErrorModel
-    from analysis.io import load
+    from analysis.dep.errormodel import ErrorModel
+    from analysis.formats import load
 
     if args.error_model and args.scorer != "model":
         raise ValueError("--error-model needs --scorer model")

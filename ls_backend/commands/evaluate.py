@@ -99,7 +99,7 @@ class Pair:
 
 
 def _load(path: str, args: argparse.Namespace) -> Any:
-    from analysis.io import load
+    from analysis.formats import load
 
     return load(
         path,

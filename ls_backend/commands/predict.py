@@ -63,8 +63,8 @@ def parse_label_map(items: list[str]) -> dict[str, str]:
 
 def predictions_json(ds: Any, preds: list[Any], version: str) -> list[dict[str, Any]]:
     """Label Studio tasks for ``ds`` with one prediction each (see the module docstring)."""
-    from analysis.io import to_ls_tasks
-    from ls_backend.scoring import regions
+    from analysis.formats import to_ls_tasks
+    from ls_backend.service.scoring import regions
 
     tasks = to_ls_tasks(ds, format="ls-json")
     for task, t, p in zip(tasks, ds.tasks, preds):
@@ -78,7 +78,7 @@ def predictions_json(ds: Any, preds: list[Any], version: str) -> list[dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     if args.project is not None:
-        from ls_backend.project_predict import run_cli
+        from ls_backend.service.bulk_predict import run_cli
 
         return int(run_cli(args) or 0)
     missing = [f"--{n}" for n in ("model", "data", "out") if not getattr(args, n, None)]

@@ -1,7 +1,7 @@
 """``ner-quality push --project ID``: write the analysis back to Label Studio.
 
 Analyses the synced store (``sync`` first; same ``--probs`` / ``--model`` options as
-``analyze``) and, through ``analysis.ls_api``:
+``analyze``) and, through ``analysis.labelstudio``:
 
 * merges DEP and error counts into ``task.data`` (``nerq_*`` fields, the ones the ML backend
   writes) and a summary into ``task.meta["ner_quality"]`` — read-merge-write, original fields
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str, Any]],
                *, dry_run: bool = False) -> dict[str, Any]:
     """Send the changed parts of ``plan``; returns what was (or would be) written."""
-    from analysis.push import META_KEY, pending_updates
+    from analysis.labelstudio.push import META_KEY, pending_updates
 
     todo = pending_updates(plan, current)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -67,7 +67,7 @@ def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str
     for v in plan.views:
         api.upsert_view(project_id, v.title, task_ids=list(v.task_ids), ordering=list(v.ordering))
     # a review view of an alert that no longer fires is emptied, never left showing stale tasks
-    from analysis.alerts import VIEW_PREFIX
+    from analysis.review.alerts import VIEW_PREFIX
 
     planned = {v.title for v in plan.views}
     cleared = []
@@ -88,8 +88,8 @@ def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from analysis.push import plan_push
-    from analysis.store import TaskStore, store_path
+    from analysis.labelstudio.push import plan_push
+    from analysis.labelstudio.store import TaskStore, store_path
 
     from .sync import make_api
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     summary = apply_plan(api, inp.project_id, plan, current, dry_run=args.dry_run)
     if not args.dry_run:
         # keep the store in step with what Label Studio now holds
-        from analysis.store import sync_project
+        from analysis.labelstudio.store import sync_project
 
         with TaskStore(path) as st:
             sync_project(api, inp.project_id, st, progress=False)

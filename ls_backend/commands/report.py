@@ -45,7 +45,7 @@ def span_vectors_tfidf(texts: list[str], *, seed: int = 0) -> Any:
 
 def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                  ls_url: str | None = None, title: str | None = None, seed: int = 0) -> Path:
-    from analysis.report import span_map, write_csv, write_report
+    from analysis.review.report import span_map, write_csv, write_report
 
     cols = res.extra.get("columns")
     smap = None

@@ -41,8 +41,8 @@ def tasks_from_file(path: str, *, label_config: str | None = None) -> tuple[list
     """Label Studio task dicts (with ids) and a label config from an export or CoNLL file."""
     import tempfile
 
-    from analysis.io import load, save
-    from analysis.label_config import label_config_xml
+    from analysis.formats import load, save
+    from analysis.formats.label_config import label_config_xml
 
     text = Path(path).read_text(encoding="utf-8-sig")
     head = text.lstrip()[:1]
@@ -71,7 +71,7 @@ def make_api(url: str | None, key: str | None) -> Any:
             "Label Studio is not configured: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
             "(or pass --url / --api-key)"
         )
-    from analysis.ls_api import LabelStudioAPI
+    from analysis.labelstudio import LabelStudioAPI
 
     return LabelStudioAPI(url, key)
 
@@ -89,7 +89,7 @@ def project_info(api: Any, pid: int, url: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.store import TaskStore, store_path
+    from analysis.labelstudio.store import TaskStore, store_path
 
     if args.from_file:
         tasks, cfg = tasks_from_file(args.from_file, label_config=args.label_config)
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.project is None:
             raise ValueError("give --project ID (or --from-file FILE)")
-        from analysis.store import sync_project
+        from analysis.labelstudio.store import sync_project
 
         api = make_api(args.url, args.api_key)
         path = Path(args.store) if args.store else store_path(args.url, args.project)

@@ -53,8 +53,8 @@ def add_data_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
 
 
 def load_data(args: argparse.Namespace) -> Any:
-    """Load ``--data`` (``analysis.io.load``), cut to ``--limit`` tasks."""
-    from analysis.io import load
+    """Load ``--data`` (``analysis.formats.load``), cut to ``--limit`` tasks."""
+    from analysis.formats import load
 
     ds = load(args.data, format=args.format, label_config=args.label_config, scheme=args.scheme)
     if args.limit is not None and args.limit < len(ds.tasks):
@@ -92,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from analysis.decoding import tag_names
+    from analysis.tags import tag_names
     from ls_backend.runtime import crossfit, train
 
     if args.folds and args.folds < 2:

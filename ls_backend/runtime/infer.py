@@ -20,7 +20,7 @@ The pipeline, for a list of items (``TokenizedText`` or ``str``; a ``str`` is sp
    (the same subtoken training labels; the other subtokens are ignored, as in the BERT paper).
    When the model's tag set is mapped onto the canonical IOB2 set, probabilities are summed
    per canonical tag (``S-X`` into ``B-X``, ``E-X`` into ``I-X``, dropped types into ``O``).
-6. **Decoding.**  :func:`analysis.decoding.decode_probs` (argmax, a new span at every ``B-``),
+6. **Decoding.**  :func:`analysis.tags.decode_probs` (argmax, a new span at every ``B-``),
    then token spans → character spans through the item's own token offsets.
 
 Embeddings: a span's embedding is the mean of the last-layer hidden states of all subtokens of
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysis.decoding import decode_probs, task_confidence, task_entropy
+from analysis.tags import decode_probs, task_confidence, task_entropy
 from analysis.spans import Span, TokenizedText, TokenSpan, token_to_char_spans, tokenize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,9 +63,9 @@ class TaskPrediction:
     span_scores : (n_spans,) float32
         Mean argmax probability over each span's tokens.
     score : float
-        :func:`analysis.decoding.task_confidence` (least-confident token).
+        :func:`analysis.tags.task_confidence` (least-confident token).
     entropy : float
-        :func:`analysis.decoding.task_entropy` in ``[0, 1]``.
+        :func:`analysis.tags.task_entropy` in ``[0, 1]``.
     span_embeddings : (n_spans, hidden) float32 or None
         Mean last-layer hidden state of each predicted span's subtokens (``return_embeddings``).
     extra_embeddings : (n_given_spans, hidden) float32 or None

@@ -16,7 +16,7 @@ Tag mapping.  The model's entity types are mapped onto ``labels`` with ``label_m
 label, or ``"O"``/``None`` to drop a type); without a map, an exact then a case-insensitive match is
 used.  A model type that maps to no label raises ``ValueError`` listing both sides.  Unless the
 model's scheme is IOB1, its output columns are then *folded* onto the canonical IOB2 tag set
-``analysis.decoding.tag_names(labels)`` (``B``/``S``/``U`` → ``B``, ``I``/``E``/``L`` → ``I``,
+``analysis.tags.tag_names(labels)`` (``B``/``S``/``U`` → ``B``, ``I``/``E``/``L`` → ``I``,
 dropped types → ``O``; probabilities are summed), so ``probs`` columns follow the project
 convention for every model.  IOB1 cannot be folded token by token; its (renamed) tags are kept and
 ``scheme`` is ``"iob1"``.
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.decoding import tag_names, types_of_tags
+from analysis.tags import tag_names, types_of_tags
 from analysis.schemes import detect_scheme, get_scheme, split_tag
 from analysis.spans import TokenizedText, TokenSpan
 

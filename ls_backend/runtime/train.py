@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.decoding import tag_names
+from analysis.tags import tag_names
 from analysis.schemes import encode
 from analysis.spans import TokenizedText, char_to_token_spans
 

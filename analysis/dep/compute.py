@@ -11,11 +11,11 @@ Token DEP
     margin, AUM: labels the model keeps fighting during training have a low average margin).
 Units
     Every gold span (its token DEP is the max over its tokens) and every gold-``O`` token.  Each
-    unit gets the signals of :mod:`analysis.signals` (margin, disagreement, surface-form
+    unit gets the signals of :mod:`analysis.dep.signals` (margin, disagreement, surface-form
     consistency, neighbour label consistency when span embeddings are given, and for spans the
     entity-type margin and the highest ``p(O)``).
 Unit DEP (``scorer="model"``, the default)
-    The unit's error probability under the learned error model (:mod:`analysis.errormodel`): a
+    The unit's error probability under the learned error model (:mod:`analysis.dep.errormodel`): a
     multinomial logistic regression per unit type — gold spans, ``O`` tokens right next to a
     gold span (``o_boundary``: where a shifted boundary shows) and other ``O`` tokens (``o``:
     where a missed entity shows) — over the signals, the log-margin, the error type of the
@@ -26,15 +26,15 @@ Unit DEP (``scorer="model"``, the default)
     shipped coefficients are fitted by ``bench/fit_error_model.py`` on injected noise in
     CoNLL-03 (numbers in ``bench/README.md``).
 Unit DEP (``scorer="signals"``)
-    The signals combined by :func:`analysis.signals.combine` (weighted noisy-OR), then mapped by
-    :func:`analysis.signals.calibrate` (``σ(a + b · logit s)``, monotone) with ``(a, b)`` per
+    The signals combined by :func:`analysis.dep.signals.combine` (weighted noisy-OR), then mapped by
+    :func:`analysis.dep.signals.calibrate` (``σ(a + b · logit s)``, monotone) with ``(a, b)`` per
     unit type, so that one type does not crowd out the others in the task max
-    (:data:`analysis.signals.DEFAULT_WEIGHTS`, :data:`analysis.signals.DEFAULT_CALIBRATION`).
+    (:data:`analysis.dep.signals.DEFAULT_WEIGHTS`, :data:`analysis.dep.signals.DEFAULT_CALIBRATION`).
     Kept for explicit weighting and for the ablation; selected automatically when ``weights``
     or ``calibration`` are passed.
 Span DEP
     The unit DEP of a gold span; a predicted span that overlaps no gold span (``ghost``, argmax
-    decoding with :func:`analysis.decoding.decode_probs`) gets the max unit DEP over its tokens.
+    decoding with :func:`analysis.tags.decode_probs`) gets the max unit DEP over its tokens.
 Task DEP
     ``aggregate`` over the task's units: ``"max"`` by default.  ``bench/bench_detection.py``
     compares max, mean, noisy-OR, top-2 mean and a length-weighted mean by average precision on
@@ -65,14 +65,14 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
-from .decoding import decode_probs, tag_names
-from .errormodel import SPAN_FEATURES, TOKEN_FEATURES, ErrorModel, default_error_model, logit
-from .errors import KINDS, align
-from .schemes import split_tag
-from .signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, calibrate, combine
-from .signals import model_disagreement, neighbour_disagreement, type_disagreement
-from .signals import surface_consistency
-from .spans import SpanTable
+from analysis.tags import decode_probs, tag_names
+from analysis.dep.errormodel import SPAN_FEATURES, TOKEN_FEATURES, ErrorModel, default_error_model, logit
+from analysis.errors import KINDS, align
+from analysis.schemes import split_tag
+from analysis.dep.signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, calibrate, combine
+from analysis.dep.signals import model_disagreement, neighbour_disagreement, type_disagreement
+from analysis.dep.signals import surface_consistency
+from analysis.spans import SpanTable
 
 __all__ = [
     "tag_names",
@@ -489,7 +489,7 @@ def _range_mean(values: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarra
 
 def _span_features(sig: Mapping[str, np.ndarray], log_margin: np.ndarray, t0: np.ndarray,
                    t1: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """(n_spans, len(SPAN_FEATURES)) feature rows of the gold spans (see analysis.errormodel)."""
+    """(n_spans, len(SPAN_FEATURES)) feature rows of the gold spans (see analysis.dep.errormodel)."""
     kind = np.asarray(kind, dtype=object)
     cols = {
         "margin": logit(sig["margin"]),
@@ -710,8 +710,8 @@ class DepResult:
     signals : DataFrame (n_tasks rows), per-task max of each signal
     tags : tag columns of the probabilities
     aggregate : how unit scores became task scores
-    weights : signal weights used by :func:`analysis.signals.combine` (``scorer="signals"``)
-    scorer : ``"model"`` (the learned error model, :mod:`analysis.errormodel`) or ``"signals"``
+    weights : signal weights used by :func:`analysis.dep.signals.combine` (``scorer="signals"``)
+    scorer : ``"model"`` (the learned error model, :mod:`analysis.dep.errormodel`) or ``"signals"``
         (weighted noisy-OR of the signals plus per-unit-type calibration)
     units : with ``return_units=True`` and ``scorer="model"``: per unit type the feature
         matrix ``x`` and where each unit is (``task``; ``token_start``/``token_end`` for spans,
@@ -839,20 +839,20 @@ def compute_dep(
     span_embeddings : optional (n_gold_spans, dim) embeddings, one row per gold span in
         ``dataset.gold_table()`` order; enables the ``neighbour`` signal
     aggregate : task aggregation of unit scores (see :func:`aggregate_units`)
-    weights : signal weights for :func:`analysis.signals.combine` (default
-        :data:`analysis.signals.DEFAULT_WEIGHTS`)
+    weights : signal weights for :func:`analysis.dep.signals.combine` (default
+        :data:`analysis.dep.signals.DEFAULT_WEIGHTS`)
     neighbours : ``k`` of the neighbour signal
     tol : tolerance of the row sums of ``probs``
     calibration : unit type (``"span"``, ``"o"``, ``"o_boundary"``) → ``(a, b)`` of
-        :func:`analysis.signals.calibrate`, applied to the combined signals of each unit before
-        aggregation; default :data:`analysis.signals.DEFAULT_CALIBRATION`; ``{}`` = identity
+        :func:`analysis.dep.signals.calibrate`, applied to the combined signals of each unit before
+        aggregation; default :data:`analysis.dep.signals.DEFAULT_CALIBRATION`; ``{}`` = identity
     scorer : ``"model"`` — each unit's DEP is its error probability under the learned error
-        model (:mod:`analysis.errormodel`, default when neither ``weights`` nor
+        model (:mod:`analysis.dep.errormodel`, default when neither ``weights`` nor
         ``calibration`` is given); ``"signals"`` — the weighted noisy-OR of the signals
         (``weights``) mapped by the per-unit-type ``calibration`` (the earlier scorer, kept for
         ablations and explicit weighting)
     error_model : the error model of ``scorer="model"`` (default
-        :func:`analysis.errormodel.default_error_model`, fitted by ``bench/fit_error_model.py``)
+        :func:`analysis.dep.errormodel.default_error_model`, fitted by ``bench/fit_error_model.py``)
     return_units : also return the unit feature matrices (``DepResult.units``), for fitting
 
     Returns
@@ -873,7 +873,7 @@ def compute_dep(
         raise ValueError("weights and calibration belong to scorer='signals'; the error model "
                          "(scorer='model') has its own coefficients")
     if error_model is not None and not isinstance(error_model, ErrorModel):
-        raise TypeError(f"error_model must be an analysis.errormodel.ErrorModel, "
+        raise TypeError(f"error_model must be an analysis.dep.errormodel.ErrorModel, "
                         f"got {type(error_model).__name__}")
     w = dict(DEFAULT_WEIGHTS if weights is None else weights)
     flat = _validate(dataset, probs, tags, tol=tol)
@@ -1000,7 +1000,7 @@ def compute_dep(
                             al_labels[al.pred.label[np.maximum(first_pair, 0)]]
                             if len(al.pred) else None, None)
 
-    # ---- per-unit-type calibration onto one scale (see analysis.signals.calibrate)
+    # ---- per-unit-type calibration onto one scale (see analysis.dep.signals.calibrate)
     boundary = np.zeros(n_tok, dtype=bool)
     if n_span:
         before = gold.span_t0 - 1

@@ -305,7 +305,7 @@ def neighbour_disagreement(
     -------
     (n,) float32 in [0, 1]; 0 when there are fewer than 2 spans.
     """
-    from .similarity import EXACT_MAX, SpanIndex
+    from analysis.similarity import EXACT_MAX, SpanIndex
 
     emb = np.asarray(embeddings)
     lab = np.asarray(labels)

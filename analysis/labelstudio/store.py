@@ -223,7 +223,7 @@ class TaskStore:
 
 
 class TaskSource(Protocol):
-    """What :func:`sync_project` needs from the Label Studio adapter (``analysis.ls_api``).
+    """What :func:`sync_project` needs from the Label Studio adapter (``analysis.labelstudio``).
 
     ``iter_tasks`` yields full task dicts (``id``, ``updated_at``, ``data``, ``meta``,
     ``annotations``, ``predictions``), paged; ``updated_after`` (ISO time) restricts to tasks
@@ -304,7 +304,7 @@ def sync_project(
 
     Parameters
     ----------
-    source : a :class:`TaskSource` (``analysis.ls_api.LabelStudioAPI``)
+    source : a :class:`TaskSource` (``analysis.labelstudio.LabelStudioAPI``)
     full : ignore the watermark and fetch every task
     progress : True for a tqdm bar on stderr, or a callback receiving the number of tasks of
         each page

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .dataset import (
+from analysis.dataset import (
     Dataset,
     Problem,
     Problems,
@@ -52,9 +52,9 @@ from .dataset import (
     choose_prediction,
     task_name,
 )
-from .label_config import LabelConfig, as_label_config
-from .schemes import decode, detect_scheme, encode, get_scheme, split_tag
-from .spans import (
+from analysis.formats.label_config import LabelConfig, as_label_config
+from analysis.schemes import decode, detect_scheme, encode, get_scheme, split_tag
+from analysis.spans import (
     Span,
     TokenizedText,
     TokenSpan,

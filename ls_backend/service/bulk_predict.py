@@ -1,8 +1,8 @@
 """``ner-quality predict --project ID``: pre-annotate a whole Label Studio project in batches.
 
-Tasks are read page by page through :mod:`analysis.ls_api` (the only module that talks to
+Tasks are read page by page through :mod:`analysis.labelstudio` (the only module that talks to
 Label Studio), predicted in one batched model pass per page, and each prediction is created
-with the same rules as the ML backend: the regions of :func:`ls_backend.scoring.regions`, the
+with the same rules as the ML backend: the regions of :func:`ls_backend.service.scoring.regions`, the
 task ``score`` (least-confident token probability) and ONE ``model_version`` per model.
 
 * **No duplicates / resumable**: a task that already carries a prediction with this
@@ -25,8 +25,8 @@ import sys
 import time
 from typing import Any
 
-from .settings import Settings
-from .state import StateStore, project_id
+from ls_backend.settings import Settings
+from ls_backend.service.state import StateStore, project_id
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ __all__ = ["predict_project", "run_cli"]
 
 def _resolve_model(settings: Settings, pid: str, labels: tuple[str, ...],
                    model: str | None) -> tuple[Any, str]:
-    from .runtime import NerModel
+    from ls_backend.runtime import NerModel
 
     if model is not None:
         m = NerModel.load(model, labels=list(labels), device=settings.device)
@@ -53,7 +53,7 @@ def _resolve_model(settings: Settings, pid: str, labels: tuple[str, ...],
     if settings.model_name is not None:
         m = NerModel.load(settings.model_name, labels=list(labels), device=settings.device)
         if m.trained:
-            from .state import base_version
+            from ls_backend.service.state import base_version
 
             return m, base_version(settings.model_name, labels)
     raise ValueError(
@@ -82,16 +82,16 @@ def predict_project(
     batch_size : tasks per page and per batched model pass
     progress : tqdm progress bar on stderr
     model : model directory / HF path overriding the project's trained version
-    api : an ``analysis.ls_api.LabelStudioAPI`` (default: built from ``settings``)
+    api : an ``analysis.labelstudio.LabelStudioAPI`` (default: built from ``settings``)
 
     Returns
     -------
     dict with ``project, model_version, tasks, predicted, skipped_existing, failed,
     errors`` (first 20 messages), ``seconds``.
     """
-    from analysis.label_config import parse_label_config
+    from analysis.formats.label_config import parse_label_config
 
-    from . import scoring
+    from ls_backend.service import scoring
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -100,7 +100,7 @@ def predict_project(
         url, key = settings.label_studio_url, settings.label_studio_api_key
         if not settings.label_studio_enabled or url is None or key is None:
             raise ValueError("predict --project needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
-        from analysis.ls_api import LabelStudioAPI
+        from analysis.labelstudio import LabelStudioAPI
 
         api = LabelStudioAPI(url, key)
     t0 = time.time()

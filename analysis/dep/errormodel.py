@@ -4,7 +4,7 @@
 every gold-``O`` token), a handful of label-error signals: the model margin, the log-margin,
 surface-form and neighbour consistency, the entity-type margin, the highest ``p(O)``, the error
 type of the model's argmax decoding against the gold span, ... (:data:`SPAN_FEATURES`,
-:data:`TOKEN_FEATURES`).  Hand-weighting them (:func:`analysis.signals.combine` plus a per-type
+:data:`TOKEN_FEATURES`).  Hand-weighting them (:func:`analysis.dep.signals.combine` plus a per-type
 calibration) leaves a lot on the table: each error kind shows in a *different* combination of
 signals (a relabelled span in the type margin, a stretched span in ``p(O)`` and the boundary
 tokens, a spurious span in ``p(O)`` over a one-token span), and one score cannot be a noisy-OR
@@ -72,7 +72,7 @@ SPAN_FEATURES: tuple[str, ...] = (
     "margin",  # logit of the span's token-DEP max, (1 − margin) / 2 (AUM when epochs given)
     "log_margin_max",  # max over the span's tokens of log max p(other) − log p(gold)
     "log_margin_mean",  # mean of the same over the span's tokens
-    "type",  # logit of the entity-type disagreement (analysis.signals.type_disagreement)
+    "type",  # logit of the entity-type disagreement (analysis.dep.signals.type_disagreement)
     "surface",  # surface-form inconsistency across the dataset, [0, 1]
     "neighbour",  # share of similar spans with another label, [0, 1]; NaN without embeddings
     "outside",  # highest p(O) over the span's tokens

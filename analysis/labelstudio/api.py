@@ -51,7 +51,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import lsfields
+from analysis.labelstudio import fields as lsfields
 
 if TYPE_CHECKING:  # the SDK is imported lazily at runtime
     from label_studio_sdk.core.request_options import RequestOptions
@@ -200,7 +200,7 @@ class LabelStudioAPI:
     >>> api.health()
     Traceback (most recent call last):
     ...
-    analysis.ls_api.LabelStudioUnavailable: Label Studio at http://127.0.0.1:9 is unreachable ...
+    analysis.labelstudio.api.LabelStudioUnavailable: Label Studio at http://127.0.0.1:9 is unreachable ...
     """
 
     def __init__(
@@ -445,7 +445,7 @@ class LabelStudioAPI:
         updated_since : ISO time (as in ``task["updated_at"]``): only tasks with
             ``updated_at >= updated_since`` (created, annotated, predicted, or whose
             data/meta changed).  Pass the largest ``updated_at`` seen by the
-            previous sync.  ``updated_after`` is an alias (``analysis.store.TaskSource``).
+            previous sync.  ``updated_after`` is an alias (``analysis.labelstudio.store.TaskSource``).
         after_id : only tasks with a larger id (resume an interrupted iteration with the
             ``last_id`` of the last page processed)
         filters : extra Data Manager filter items (see :func:`data_filter`), and-ed
@@ -558,7 +558,7 @@ class LabelStudioAPI:
         """Read-merge-write ner-quality's fields into a task, keeping everything else.
 
         ``data`` keys must start with ``nerq_``; ``meta`` may only hold the key
-        ``"ner_quality"`` (:mod:`analysis.lsfields`).  Given keys replace the task's values
+        ``"ner_quality"`` (:mod:`analysis.labelstudio.fields`).  Given keys replace the task's values
         (top level); every other ``data`` / ``meta`` key, annotations and predictions are
         untouched.  When nothing would change, nothing is written (``updated_at`` stays).
         After the write, the server's answer is checked: every original data field must come

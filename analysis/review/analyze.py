@@ -34,10 +34,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from . import alerts as A
-from .errors import CORRECT, GHOST, KINDS, Alignment, align
-from .metrics import confusion, error_distribution, sample_count, span_prf, top_confusions
-from .spans import SpanTable
+from analysis.review import alerts as A
+from analysis.errors import CORRECT, GHOST, KINDS, Alignment, align
+from analysis.metrics import confusion, error_distribution, sample_count, span_prf, top_confusions
+from analysis.spans import SpanTable
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def find_duplicates(
     e_dst = [first[e_src[0]]]
     method = "hash"
     if vectors is not None or n <= near_dup_max:
-        from .similarity import SpanIndex
+        from analysis.similarity import SpanIndex
 
         exact_sim = None
         cand_margin = 0.02
@@ -307,14 +307,14 @@ def columns_from_dataset(
     ----------
     ds : analysis.dataset.Dataset
     probs : one (n_tokens, n_tags) float array per task (or per annotated task), task order
-    tags : columns of ``probs`` (default ``analysis.decoding.tag_names(ds.labels)``)
+    tags : columns of ``probs`` (default ``analysis.tags.tag_names(ds.labels)``)
     predictions : runtime ``TaskPrediction`` objects (``probs``, ``spans``, ``span_scores``),
         one per task: the probabilities and spans are taken from them
     """
-    from .dataset import token_spans
-    from .decoding import decode_probs, tag_names
-    from .schemes import encode
-    from .spans import token_to_char_spans
+    from analysis.dataset import token_spans
+    from analysis.tags import decode_probs, tag_names
+    from analysis.schemes import encode
+    from analysis.spans import token_to_char_spans
 
     tasks = ds.tasks
     n = len(tasks)
@@ -414,7 +414,7 @@ def columns_from_dataset(
             token_gold = np.concatenate(tg_l)
             flat = np.concatenate(pr_l)
         if compute_dep and annotated.any():
-            from .dep import compute_dep as _dep
+            from analysis.dep import compute_dep as _dep
 
             ann_probs = [per_task[i] for i in np.flatnonzero(annotated)]
             if any(p is None for p in ann_probs):
@@ -530,8 +530,8 @@ def analyze_columns(
         amax = P.max(axis=1)
         task_conf = np.full(n, np.nan)
         np.fmin.at(task_conf, tt, amax.astype(np.float64))
-        from .decoding import types_of_tags
-        from .schemes import split_tag
+        from analysis.tags import types_of_tags
+        from analysis.schemes import split_tag
 
         tag_label = [split_tag(t)[1] or "O" for t in cols.tags]
         lab_names = ["O", *types_of_tags(cols.tags)]
@@ -552,7 +552,7 @@ def analyze_columns(
         top = sel[np.argsort(-task_loss[sel], kind="stable")[:n_top_loss]]
         m["samples_by_loss"] = [{"id": int(ids[i]), "loss": float(task_loss[i])} for i in top]
         if task_dep is None:
-            from .dep import aggregate_units, fit_thresholds, token_margins
+            from analysis.dep import aggregate_units, fit_thresholds, token_margins
 
             mdep = (1.0 - token_margins(P, tg)) / 2.0
             task_dep = aggregate_units(tt, mdep, n, method="max")

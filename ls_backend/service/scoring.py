@@ -1,9 +1,9 @@
 """Turn Label Studio tasks plus model output into predictions and quality scores.
 
 This module is glue: span logic, DEP, error types and the similar-span search all live in
-:mod:`analysis` and are *called* here (``analysis.io.from_ls_tasks``, ``analysis.dataset``,
+:mod:`analysis` and are *called* here (``analysis.formats.from_ls_tasks``, ``analysis.dataset``,
 ``analysis.errors.align``, ``analysis.dep.compute_dep``, ``analysis.similarity.SpanIndex``,
-``analysis.lsfields``).  What it adds is the Label Studio shape of things:
+``analysis.labelstudio.fields``).  What it adds is the Label Studio shape of things:
 
 * :func:`prepare_tasks` validates each task of a request on its own (a bad task yields a
   per-task error naming it; the others are still served);
@@ -49,7 +49,7 @@ __all__ = [
     "save_index",
 ]
 
-from analysis.lsfields import UNCERTAINTY  # noqa: E402  (re-exported for callers)
+from analysis.labelstudio.fields import UNCERTAINTY  # noqa: E402  (re-exported for callers)
 
 # faiss indexes are not safe for concurrent add + search: every index operation holds this.
 _INDEX_LOCK = threading.RLock()
@@ -118,7 +118,7 @@ def _strip(task: dict[str, Any]) -> dict[str, Any]:
 def prepare_tasks(tasks: Sequence[Any], config: Any, *, max_text_chars: int) -> Prepared:
     """Validate request tasks one by one and convert the valid ones with ``from_ls_tasks``."""
     from analysis.dataset import Dataset
-    from analysis.io import from_ls_tasks
+    from analysis.formats import from_ls_tasks
 
     errors: dict[int, str] = {}
     good: list[tuple[int, dict[str, Any]]] = []
@@ -341,7 +341,7 @@ def score_tasks(
     prediction, similar spans with another gold label.  Unannotated tasks: the model's
     uncertainty (normalised entropy) and confidence.  Tasks without an id are skipped.
     """
-    from analysis import lsfields
+    from analysis.labelstudio import fields as lsfields
 
     ds = prepared.dataset
     out: dict[int, dict[str, Any]] = {}

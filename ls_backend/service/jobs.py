@@ -6,7 +6,7 @@ the request thread:
 * **Scoring queue** — a bounded, de-duplicating queue keyed by ``(project, task id)``: a task
   queued twice before the worker reaches it is scored once, with the latest payload.  One worker
   thread drains up to ``BATCH_SIZE`` jobs at a time, runs ONE batched model pass per project and
-  writes the scores through :mod:`analysis.ls_api` (read-merge-write; re-scoring replaces).
+  writes the scores through :mod:`analysis.labelstudio` (read-merge-write; re-scoring replaces).
 * **Training** — at most one training per project (a second request while one runs is
   remembered and runs afterwards) and one at a time per process (they share the CPU/GPU).
   Requests keep being served by the previous version; the new version is switched in
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
-from .state import ProjectState, StateStore, base_version, project_id
+from ls_backend.settings import Settings
+from ls_backend.service.state import ProjectState, StateStore, base_version, project_id
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ModelCache:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            from .runtime import NerModel  # heavy import (torch), only when a model is needed
+            from ls_backend.runtime import NerModel  # heavy import (torch), only when a model is needed
 
             t0 = time.perf_counter()
             model = NerModel.load(
@@ -263,7 +263,7 @@ class Backend:
             )
         with self._meta_lock:
             if self._api is None:
-                from analysis.ls_api import LabelStudioAPI
+                from analysis.labelstudio import LabelStudioAPI
 
                 self._api = LabelStudioAPI(url, key)
             return self._api
@@ -282,7 +282,7 @@ class Backend:
         Raises ``ValueError`` for a config without ``<Labels>`` (or unparsable XML) and when
         the project is unknown and no config is given.
         """
-        from analysis.label_config import parse_label_config
+        from analysis.formats.label_config import parse_label_config
 
         pid = project_id(pid)
         st = self.store.get(pid)
@@ -341,7 +341,7 @@ class Backend:
 
     def predict(self, pid: str, tasks: list[Any], label_config: str | None) -> list[dict[str, Any]]:
         """Answer ``/predict``: one result dict per task, in order (see :mod:`.scoring`)."""
-        from . import scoring
+        from ls_backend.service import scoring
 
         st, config = self.ensure_project(pid, label_config)
         prepared = scoring.prepare_tasks(
@@ -509,7 +509,7 @@ class Backend:
             return task_ids
         index = self.models.get_index((pid, st.model_version), st.model_path)
         if index is not None:
-            from . import scoring
+            from ls_backend.service import scoring
 
             scoring.remove_tasks(index, task_ids)
         if rescore and st.trained and self.settings.label_studio_enabled:
@@ -568,7 +568,7 @@ class Backend:
         return False
 
     def _process(self, pid: str, jobs: list[ScoreJob]) -> None:
-        from . import scoring
+        from ls_backend.service import scoring
 
         ready = [j for j in jobs if j.fields is not None]
         todo = [j for j in jobs if j.fields is None]
@@ -708,8 +708,8 @@ class Backend:
             self.store.update(pid, lambda s: s.train.update(status="queued", reason="rerun"))
 
     def _train(self, pid: str, tasks: list[dict[str, Any]] | None) -> None:
-        from . import scoring
-        from .runtime import train as runtime_train
+        from ls_backend.service import scoring
+        from ls_backend.runtime import train as runtime_train
 
         t0 = time.time()
         self.store.update(pid, lambda s: s.train.update(status="running", started_at=t0,
@@ -745,7 +745,7 @@ class Backend:
         labels = tuple(config.labels)
         # Load the new version, build its span index and scores BEFORE switching, so
         # requests see either the old version or the complete new one.
-        from .runtime import NerModel
+        from ls_backend.runtime import NerModel
 
         model = NerModel.load(model_dir, labels=list(labels), device=self.settings.device)
         preds = scoring.run_model(model, prepared, batch_tokens=4096)

@@ -1,8 +1,8 @@
 """What ``ner-quality push`` writes to Label Studio — computed, not sent.
 
-:func:`plan_push` turns an :class:`analysis.analyze.Analysis` into a :class:`PushPlan`:
+:func:`plan_push` turns an :class:`analysis.review.analyze.Analysis` into a :class:`PushPlan`:
 
-* per task, the ``task.data`` fields of :mod:`analysis.lsfields` (``nerq_dep``,
+* per task, the ``task.data`` fields of :mod:`analysis.labelstudio.fields` (``nerq_dep``,
   ``nerq_errors``, ``nerq_wrong_tag``, ``nerq_span_shift``, ``nerq_missed``, ``nerq_ghost``,
   ``nerq_model_version``) and ``task.meta["ner_quality"]`` (DEP, error counts, the alerts that
   flagged the task, version);
@@ -14,7 +14,7 @@
 :func:`pending_updates` keeps only the task updates that would change something given the
 tasks as they are now (a second push of the same analysis writes nothing: no timestamps are
 compared).  The HTTP calls are made by ``ls_backend.commands.push`` through
-``analysis.ls_api`` — the only module that talks to Label Studio.  Human annotations are never
+``analysis.labelstudio`` — the only module that talks to Label Studio.  Human annotations are never
 part of a plan.
 """
 
@@ -38,7 +38,7 @@ __all__ = [
     "DEP_ORDERING",
 ]
 
-from . import lsfields as _lsf
+from analysis.labelstudio import fields as _lsf
 
 META_KEY: str = _lsf.META_KEY
 F_DEP = _lsf.DEP
@@ -95,7 +95,7 @@ class PushPlan:
 
 
 def _data_fields(dep: float | None, counts: dict[str, int] | None, version: str) -> dict[str, Any]:
-    """The ``task.data`` fields, from :func:`analysis.lsfields.task_fields` (same as the backend)."""
+    """The ``task.data`` fields, from :func:`analysis.labelstudio.fields.task_fields` (same as the backend)."""
     if dep is not None and counts is not None:
         return dict(_lsf.task_fields(dep, counts, version))
     data: dict[str, Any] = {F_VERSION: version}
@@ -126,7 +126,7 @@ def plan_push(
 
     Parameters
     ----------
-    analysis : analysis.analyze.Analysis over Label Studio tasks (ids are task ids)
+    analysis : analysis.review.analyze.Analysis over Label Studio tasks (ids are task ids)
     model_version : written to ``nerq_model_version`` and the meta
     dataset : the analysed Dataset; needed for ``suggest`` (from_name / to_name / texts)
     suggest : add the model's labelling of each flagged task as a prediction
@@ -138,7 +138,7 @@ def plan_push(
     n = ids.shape[0]
     dep = analysis.task_dep
     errs = analysis.task_errors
-    from .errors import KINDS
+    from analysis.errors import KINDS
 
     flagged_by: dict[int, list[str]] = {}
     for a in analysis.alerts:

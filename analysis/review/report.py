@@ -2,7 +2,7 @@
 
 Every chart is inline SVG drawn here in Python (no CDN, no external file, no web font); the only
 script is a few lines of inline JavaScript that filter and sort the flagged-task table.  The
-report reads the dict produced by :func:`analysis.analyze.Analysis.to_dict` (keys ``metrics``,
+report reads the dict produced by :func:`analysis.review.analyze.Analysis.to_dict` (keys ``metrics``,
 ``alerts``, ``tasks``) plus an optional 2-D span map (:func:`span_map`).
 
 Sections: summary, alerts, F1 by class, sample count by class, error distribution, top
