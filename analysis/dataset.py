@@ -14,15 +14,15 @@ up with token boundaries (reported, never moved).
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
 
-from .spans import Span, SpanTable, TokenizedText, TokenSpan, char_to_token_spans
+from analysis.corpus import Corpus, task_name
+from analysis.spans import Span, SpanTable, TokenizedText, TokenSpan, char_to_token_spans
 
 __all__ = [
     "Task",
@@ -32,13 +32,15 @@ __all__ = [
     "token_spans",
     "choose_annotation",
     "choose_prediction",
-    "check_alignment",
     "task_name",
 ]
 
 logger = logging.getLogger(__name__)
 
 Which = Literal["gold", "pred"]
+
+#: problem kinds found by mapping character spans onto tokens (:class:`analysis.corpus.Corpus`)
+ALIGNMENT_KINDS = ("misaligned", "no_token", "shared_token")
 
 
 @dataclass
@@ -81,18 +83,15 @@ class Task:
         return task_name(self.id, self.index)
 
 
-def task_name(task_id: Any, index: int) -> str:
-    """``"task 17"`` for a Label Studio id, ``"task #3"`` (0-based position) without one."""
-    return f"task {task_id}" if task_id is not None else f"task #{index}"
-
-
 @dataclass(frozen=True)
 class Problem:
     """One data problem found while loading or writing.
 
     kind : ``"tag_repair"`` (lenient CoNLL decoding), ``"dropped_span"`` (lenient span
-        validation), ``"misaligned"`` (span boundary inside a token) or ``"no_token"``
-        (span covering no token, e.g. only whitespace)
+        validation), ``"tag_whitespace"`` (whitespace around a CoNLL tag, removed),
+        ``"misaligned"`` (span boundary inside a token), ``"no_token"`` (span
+        covering no token, e.g. only whitespace) or ``"shared_token"`` (span sharing a token with
+        an earlier span once mapped to tokens)
     task : ``Task.index``
     which : ``"gold"`` or ``"pred"``
     span : the span concerned (``None`` for tag repairs)
@@ -136,10 +135,39 @@ class Problems:
     @property
     def misaligned(self) -> int:
         """Spans not lining up with token boundaries (including those covering no token)."""
-        return sum(1 for p in self.items if p.kind in ("misaligned", "no_token"))
+        return sum(1 for p in self.items if p.kind in ALIGNMENT_KINDS)
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+class LazyTasks(Sequence[Task]):
+    """The tasks of a dataset read straight into a corpus, each made on first access."""
+
+    def __init__(self, n: int, make: Callable[[int], Task]) -> None:
+        self._n = n
+        self._make = make
+        self._cache: dict[int, Task] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _get(self, i: int) -> Task:
+        t = self._cache.get(i)
+        if t is None:
+            t = self._cache[i] = self._make(i)
+        return t
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self._get(k) for k in range(*i.indices(self._n))]
+        k = int(i) + (self._n if int(i) < 0 else 0)
+        if not 0 <= k < self._n:
+            raise IndexError(f"task index {i} out of range for {self._n} tasks")
+        return self._get(k)
+
+    def __iter__(self) -> Iterator[Task]:
+        return (self._get(k) for k in range(self._n))
 
 
 @dataclass
@@ -156,7 +184,7 @@ class Dataset:
     problems : repairs and misaligned spans found while loading
     """
 
-    tasks: list[Task]
+    tasks: Sequence[Task]
     labels: tuple[str, ...]
     from_name: str = "label"
     to_name: str = "text"
@@ -167,39 +195,56 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def _table(self, which: Which) -> SpanTable:
-        tasks, starts, ends, labs = [], [], [], []
-        lab_id = {lab: i for i, lab in enumerate(self.labels)}
-        for t in self.tasks:
-            spans = t.gold if which == "gold" else t.pred
-            if not spans:
-                continue
-            for s in spans:
-                try:
-                    labs.append(lab_id[s.label])
-                except KeyError:
-                    raise ValueError(
-                        f"{t.name}: {which} label {s.label!r} is not in the dataset labels "
-                        f"{list(self.labels)}"
-                    ) from None
-                tasks.append(t.index)
-                starts.append(s.start)
-                ends.append(s.end)
-        return SpanTable.from_arrays(
-            np.asarray(tasks, dtype=np.int64),
-            np.asarray(starts, dtype=np.int64),
-            np.asarray(ends, dtype=np.int64),
-            np.asarray(labs, dtype=np.int32),
-            self.labels,
-        )
+    @property
+    def corpus(self) -> Corpus:
+        """The columnar view of the tasks (:class:`analysis.corpus.Corpus`), built once.
+
+        Rebuilt only when ``tasks`` or ``labels`` are replaced; tasks are not to be mutated in
+        place after loading.
+        """
+        cached = self.__dict__.get("_corpus")
+        if cached is not None and cached[0] is self.tasks and cached[1] == self.labels:
+            return cached[2]
+        corpus = Corpus.from_tasks(
+            self.tasks, self.labels,
+            load_problem_tasks=[p.task for p in self.problems.items if p.which == "gold"])
+        if cached is None and not self.__dict__.get("_issues_reported"):
+            corpus.warn_issues(stacklevel=3)
+        self.__dict__["_corpus"] = (self.tasks, self.labels, corpus)
+        return corpus
+
+    @classmethod
+    def from_corpus(cls, corpus: Corpus, make_task: Callable[[int], Task], *, from_name: str,
+                    to_name: str, value_key: str, scheme: str | None,
+                    problems: Problems) -> Dataset:
+        """A dataset whose corpus is built already (a reader's fast path); tasks are made lazily
+        by ``make_task(i)``."""
+        ds = cls(LazyTasks(corpus.n_tasks, make_task), corpus.labels, from_name, to_name,
+                 value_key, scheme, problems)
+        ds.__dict__["_issues_reported"] = True
+        ds.__dict__["_corpus"] = (ds.tasks, ds.labels, corpus)
+        return ds
+
+    def report_alignment(self, *, warn: bool = True) -> None:
+        """Build the corpus now and add its span alignment issues to ``problems`` (loaders)."""
+        self.__dict__["_issues_reported"] = True
+        corpus = self.corpus
+        self.problems.extend([Problem(i.kind, i.task, i.which, i.span, i.message)
+                              for i in corpus.issues])
+        if warn:
+            corpus.warn_issues(stacklevel=4)
 
     def gold_table(self) -> SpanTable:
         """All gold spans, character offsets, ``task = Task.index``; unannotated tasks skipped."""
-        return self._table("gold")
+        return self.corpus.gold.chars
 
     def pred_table(self) -> SpanTable:
         """All predicted spans, character offsets, ``task = Task.index``."""
-        return self._table("pred")
+        pred = self.corpus.pred
+        if pred is None:
+            z = np.zeros(0, dtype=np.int64)
+            return SpanTable(z, z, z, np.zeros(0, dtype=np.int32), self.labels)
+        return pred.chars
 
     def n_spans(self, which: Which = "gold") -> int:
         return sum(len((t.gold if which == "gold" else t.pred) or ()) for t in self.tasks)
@@ -219,77 +264,6 @@ def token_spans(task: Task, which: Which = "gold", *, warn: bool = True) -> list
         return []
     out, _ = char_to_token_spans(task.tokens, spans, where=task.name, warn=warn)
     return out
-
-
-def check_alignment(tasks: Sequence[Task], *, warn: bool = True) -> list[Problem]:
-    """Find gold and predicted spans whose boundaries are not token boundaries.
-
-    Vectorised over the whole dataset: every span start must be a token start and every
-    span end a token end of its task.  Offending spans are reported (kind ``"misaligned"``,
-    or ``"no_token"`` when they cover no token), never moved.  One aggregated warning.
-    """
-    if not tasks:
-        return []
-    lengths = np.fromiter((len(t.text) + 1 for t in tasks), dtype=np.int64, count=len(tasks))
-    base = np.zeros(len(tasks), dtype=np.int64)
-    base[1:] = np.cumsum(lengths[:-1])
-    n_tok = np.fromiter((len(t.tokens) for t in tasks), dtype=np.int64, count=len(tasks))
-    if n_tok.sum():
-        tok_base = np.repeat(base, n_tok)
-        tok_starts = np.concatenate([t.tokens.starts for t in tasks]) + tok_base
-        tok_ends = np.concatenate([t.tokens.ends for t in tasks]) + tok_base
-    else:
-        tok_starts = tok_ends = np.zeros(0, dtype=np.int64)
-    problems: list[Problem] = []
-    for which in ("gold", "pred"):
-        pos, st, en = [], [], []
-        for k, t in enumerate(tasks):
-            spans = t.gold if which == "gold" else t.pred
-            if spans:
-                for s in spans:
-                    pos.append(k)
-                    st.append(s.start)
-                    en.append(s.end)
-        if not pos:
-            continue
-        pos_a = np.asarray(pos, dtype=np.int64)
-        gs = np.asarray(st, dtype=np.int64) + base[pos_a]
-        ge = np.asarray(en, dtype=np.int64) + base[pos_a]
-        ok = np.isin(gs, tok_starts) & np.isin(ge, tok_ends)
-        bad_tasks = sorted(set(pos_a[~ok].tolist()))
-        for k in bad_tasks:
-            t = tasks[k]
-            spans = t.gold if which == "gold" else t.pred
-            assert spans is not None  # internal: k came from a task with spans
-            _, rep = char_to_token_spans(t.tokens, spans, where=t.name, warn=False)
-            for s in rep.misaligned:
-                problems.append(
-                    Problem(
-                        "misaligned",
-                        t.index,
-                        which,
-                        s,
-                        f"{t.name}: {which} span [{s.start}, {s.end}) {s.label!r} "
-                        f"({t.text[s.start : s.end]!r}) does not line up with token boundaries",
-                    )
-                )
-            for s in rep.empty:
-                problems.append(
-                    Problem(
-                        "no_token",
-                        t.index,
-                        which,
-                        s,
-                        f"{t.name}: {which} span [{s.start}, {s.end}) {s.label!r} covers no token",
-                    )
-                )
-    if warn and problems:
-        warnings.warn(
-            f"{len(problems)} span(s) do not line up with token boundaries (reported, not moved); "
-            "first: " + "; ".join(p.message for p in problems[:3]),
-            stacklevel=3,
-        )
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ span form one contiguous range found with two ``np.searchsorted`` calls.
 
 from __future__ import annotations
 
+from analysis.exceptions import DataError
+
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +90,7 @@ def check_table(table: SpanTable, *, name: str = "spans") -> SpanTable:
         raise TypeError(f"{name}: expected a SpanTable, got {type(table).__name__}")
     n = len(table)
     if not (table.start.shape == table.end.shape == table.label.shape == (n,)):
-        raise ValueError(f"{name}: task, start, end and label arrays must have equal length")
+        raise DataError(f"{name}: task, start, end and label arrays must have equal length")
     if n == 0:
         return table
     task, start, end = table.task, table.start, table.end
@@ -104,19 +106,19 @@ def check_table(table: SpanTable, *, name: str = "spans") -> SpanTable:
         task, start, end = table.task, table.start, table.end
     bad = np.flatnonzero(task < 0)
     if bad.size:
-        raise ValueError(f"{name}: negative task index {int(task[bad[0]])}")
+        raise DataError(f"{name}: negative task index {int(task[bad[0]])}")
     bad = np.flatnonzero((start < 0) | (start >= end))
     if bad.size:
         i = int(bad[0])
         what = "a negative start" if start[i] < 0 else "empty or reversed (start >= end)"
-        raise ValueError(
+        raise DataError(
             f"{name}: task {int(task[i])}: span [{int(start[i])}, {int(end[i])}) is {what}"
         )
     lab = table.label
     bad = np.flatnonzero((lab < 0) | (lab >= len(table.labels)))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise DataError(
             f"{name}: task {int(task[i])}: span [{int(start[i])}, {int(end[i])}) has label index "
             f"{int(lab[i])}, outside the {len(table.labels)} labels {list(table.labels)}"
         )
@@ -125,7 +127,7 @@ def check_table(table: SpanTable, *, name: str = "spans") -> SpanTable:
     if bad.size:
         i = int(bad[0])
         a, b = i, i + 1
-        raise ValueError(
+        raise DataError(
             f"{name}: task {int(task[a])}: spans [{int(start[a])}, {int(end[a])}) "
             f"{table.labels[lab[a]]!r} and [{int(start[b])}, {int(end[b])}) "
             f"{table.labels[lab[b]]!r} overlap (spans within one annotation must not overlap)"
@@ -225,14 +227,14 @@ def align(gold: SpanTable, pred: SpanTable, *, n_tasks: int | None = None) -> Al
     if n_tasks is None:
         n_tasks = max_task + 1
     elif n_tasks < 0:
-        raise ValueError(f"n_tasks must be >= 0, got {n_tasks}")
+        raise DataError(f"n_tasks must be >= 0, got {n_tasks}")
     elif max_task >= n_tasks:
-        raise ValueError(f"task {max_task} has spans but n_tasks is {n_tasks}")
+        raise DataError(f"task {max_task} has spans but n_tasks is {n_tasks}")
     n_gold, n_pred = len(gold), len(pred)
 
     k = 1 + max(int(gold.end.max()) if n_gold else 0, int(pred.end.max()) if n_pred else 0)
     if max_task >= 0 and (max_task + 1) > np.iinfo(np.int64).max // max(k, 1):
-        raise ValueError(f"offsets too large to align ({max_task + 1} tasks x {k} offsets)")
+        raise DataError(f"offsets too large to align ({max_task + 1} tasks x {k} offsets)")
     gs, ge = _composite(gold, k)
     ps, pe = _composite(pred, k)
 
@@ -323,7 +325,7 @@ def task_errors(
     'wrong_tag'
     """
     if not 0 <= task_index < alignment.n_tasks:
-        raise ValueError(f"task {task_index} is out of range for {alignment.n_tasks} tasks")
+        raise DataError(f"task {task_index} is out of range for {alignment.n_tasks} tasks")
     gold, pred = alignment.gold, alignment.pred
     g0, g1 = np.searchsorted(gold.task, [task_index, task_index + 1])
     p0, p1 = np.searchsorted(pred.task, [task_index, task_index + 1])

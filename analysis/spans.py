@@ -33,8 +33,11 @@ __all__ = [
     "tokenize",
     "from_tokens",
     "char_to_token_spans",
+    "token_ranges",
     "token_to_char_spans",
     "validate_spans",
+    "check_spans",
+    "span_problem",
 ]
 
 
@@ -131,6 +134,73 @@ def from_tokens(tokens: Sequence[str], *, sep: str = " ") -> TokenizedText:
     return TokenizedText(sep.join(toks), toks, starts, ends)
 
 
+def span_problem(span: Span, text_length: int, allowed: set[str] | None, *, where: str,
+                 what: str = "span", label_source: str = "label set") -> str | None:
+    """What is wrong with one span on its own (None: nothing): a negative start, an empty or
+    reversed range, an end past the text, or a label outside ``allowed``."""
+    r = f"{where}: {what} [{span.start}, {span.end})"
+    if span.start < 0:
+        return f"{r} {span.label!r} has a negative start"
+    if span.start >= span.end:
+        return f"{r} {span.label!r} is empty or reversed (start >= end)"
+    if span.end > text_length:
+        return f"{r} {span.label!r} ends past text length {text_length}"
+    if allowed is not None and span.label not in allowed:
+        return f"{r} has label {span.label!r} which is not in the {label_source} {sorted(allowed)}"
+    return None
+
+
+def check_spans(
+    spans: Sequence[Span],
+    text_length: int,
+    *,
+    where: str = "task",
+    labels: Iterable[str] | None = None,
+    strict: bool = True,
+    what: str = "span",
+    label_source: str = "label set",
+) -> tuple[list[Span], list[tuple[Span, str]]]:
+    """Validate spans against a text: the one span validation of the project.
+
+    Checks each span (:func:`span_problem`), then — sorted by ``(start, end)`` — that no two
+    overlap (the overlap rule of this module).  ``strict`` raises
+    :class:`analysis.exceptions.DataError` naming ``where`` and the span for the first problem;
+    otherwise the offending spans are dropped and returned with their messages.
+
+    Returns
+    -------
+    kept : the valid spans, sorted by ``(start, end, label)``
+    dropped : ``(span, message)`` of every span left out
+    """
+    from analysis.exceptions import DataError
+
+    allowed = None if labels is None else set(labels)
+    kept: list[Span] = []
+    dropped: list[tuple[Span, str]] = []
+
+    def bad(span: Span, msg: str) -> None:
+        if strict:
+            raise DataError(msg)
+        dropped.append((span, msg))
+
+    ok = []
+    for sp in spans:
+        msg = span_problem(sp, text_length, allowed, where=where, what=what,
+                           label_source=label_source)
+        if msg is None:
+            ok.append(sp)
+        else:
+            bad(sp, msg)
+    for sp in sorted(ok, key=lambda x: (x.start, x.end, x.label)):
+        if kept and kept[-1].end > sp.start:  # sorted by start: overlap iff prev.end > start
+            p = kept[-1]
+            bad(sp, f"{where}: {what}s [{p.start}, {p.end}) {p.label!r} and [{sp.start}, "
+                    f"{sp.end}) {sp.label!r} overlap")
+            continue
+        kept.append(sp)
+    return kept, dropped
+
+
 def validate_spans(
     spans: Sequence[Span],
     text_length: int,
@@ -138,38 +208,9 @@ def validate_spans(
     where: str = "task",
     labels: Iterable[str] | None = None,
 ) -> list[Span]:
-    """Check spans against a text and return them sorted by ``(start, end)``.
-
-    Raises ``ValueError`` naming ``where`` and the offending span for: negative offsets,
-    ``start >= end``, ``end`` past ``text_length``, overlapping spans, or a label not in
-    ``labels`` (when given).
-    """
-    allowed = None if labels is None else set(labels)
-    out = sorted(spans, key=lambda s: (s.start, s.end, s.label))
-    prev: Span | None = None
-    for s in out:
-        if s.start < 0:
-            raise ValueError(f"{where}: span [{s.start}, {s.end}) {s.label!r} has a negative start")
-        if s.start >= s.end:
-            raise ValueError(
-                f"{where}: span [{s.start}, {s.end}) {s.label!r} is empty or reversed (start >= end)"
-            )
-        if s.end > text_length:
-            raise ValueError(
-                f"{where}: span [{s.start}, {s.end}) {s.label!r} ends past text length {text_length}"
-            )
-        if allowed is not None and s.label not in allowed:
-            raise ValueError(
-                f"{where}: span [{s.start}, {s.end}) has label {s.label!r} which is not in the "
-                f"label set {sorted(allowed)}"
-            )
-        if prev is not None and prev.overlaps(s):
-            raise ValueError(
-                f"{where}: spans [{prev.start}, {prev.end}) {prev.label!r} and "
-                f"[{s.start}, {s.end}) {s.label!r} overlap"
-            )
-        prev = s
-    return out
+    """Check spans against a text and return them sorted by ``(start, end)`` (strict
+    :func:`check_spans`)."""
+    return check_spans(spans, text_length, where=where, labels=labels)[0]
 
 
 @dataclass(frozen=True)
@@ -189,6 +230,58 @@ class AlignmentReport:
         return len(self.misaligned) + len(self.empty)
 
 
+def token_ranges(
+    tok_start: np.ndarray,
+    tok_end: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    lo: np.ndarray | None = None,
+    hi: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The token range of character spans: the one character -> token rule of the project.
+
+    A span covers every token it overlaps (half-open overlap rule): its first token is the first
+    that ends after the span starts, its end the first token that starts at or after the span
+    ends.  ``lo`` / ``hi`` clip each range to its task's tokens when many tasks share one number
+    line (:func:`analysis.corpus.map_to_tokens`).
+
+    Parameters
+    ----------
+    tok_start, tok_end : (N,) int, sorted half-open token offsets
+    start, end : (n,) int, half-open span offsets
+    lo, hi : (n,) int, optional token bounds of each span's task
+
+    Returns
+    -------
+    t0, t1 : (n,) int64 half-open token ranges (``t0 == t1``: the span covers no token)
+    misaligned : (n,) bool, the span covers tokens but a boundary falls inside one
+
+    >>> tt = tokenize("Obama met Biden")
+    >>> [a.tolist() for a in token_ranges(tt.starts, tt.ends, np.array([0, 1]), np.array([5, 9]))]
+    [[0, 0], [1, 2], [False, True]]
+    """
+    tok_start = np.asarray(tok_start, dtype=np.int64)
+    tok_end = np.asarray(tok_end, dtype=np.int64)
+    start = np.asarray(start, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    t0 = np.searchsorted(tok_end, start, side="right").astype(np.int64)
+    t1 = np.searchsorted(tok_start, end, side="left").astype(np.int64)
+    if lo is not None:
+        t0 = np.maximum(t0, lo)
+    if hi is not None:
+        t1 = np.minimum(t1, hi)
+    has = t1 > t0
+    t1 = np.where(has, t1, t0)
+    n = tok_start.shape[0]
+    if not n:
+        return t0, t1, np.zeros(len(start), dtype=bool)
+    a = np.minimum(t0, n - 1)
+    b = np.maximum(t1 - 1, 0)
+    mis = has & ((tok_start[a] != start) | (tok_end[b] != end))
+    return t0, t1, mis
+
+
 def char_to_token_spans(
     tt: TokenizedText,
     spans: Sequence[Span],
@@ -196,34 +289,29 @@ def char_to_token_spans(
     where: str = "task",
     warn: bool = True,
 ) -> tuple[list[TokenSpan], AlignmentReport]:
-    """Map character spans onto token spans.
+    """Map one text's character spans onto token spans (:func:`token_ranges`).
 
-    A span covers every token it overlaps (half-open overlap rule).  A span whose boundaries
-    fall inside a token, or that covers no token, is listed in the returned report and a
-    warning is issued (``warn=True``).  Misaligned spans are still mapped to the tokens they
-    touch, so callers that accept the caveat can use them; spans covering no token are dropped
-    from the token list (and counted in ``report.empty``).
+    A span whose boundaries fall inside a token, or that covers no token, is listed in the
+    returned report and a warning is issued (``warn=True``).  Misaligned spans are still mapped
+    to the tokens they touch, so callers that accept the caveat can use them; spans covering no
+    token are dropped from the token list (and counted in ``report.empty``).  Input order is
+    kept.
     """
-    out: list[TokenSpan] = []
-    mis: list[Span] = []
-    empty: list[Span] = []
-    starts, ends = tt.starts, tt.ends
-    for s in spans:
-        # first token that ends after span start; first token that starts at/after span end
-        t0 = int(np.searchsorted(ends, s.start, side="right"))
-        t1 = int(np.searchsorted(starts, s.end, side="left"))
-        if t1 <= t0:
-            empty.append(s)
-            continue
-        if starts[t0] != s.start or ends[t1 - 1] != s.end:
-            mis.append(s)
-        out.append(TokenSpan(t0, t1, s.label))
-    report = AlignmentReport(tuple(mis), tuple(empty))
+    spans = list(spans)
+    t0, t1, mis = token_ranges(tt.starts, tt.ends, np.fromiter((s.start for s in spans),
+                                                              np.int64, len(spans)),
+                               np.fromiter((s.end for s in spans), np.int64, len(spans)))
+    has = t1 > t0
+    out = [TokenSpan(int(a), int(b), s.label)
+           for s, a, b, h in zip(spans, t0.tolist(), t1.tolist(), has.tolist()) if h]
+    report = AlignmentReport(tuple(s for s, m in zip(spans, mis.tolist()) if m),
+                             tuple(s for s, h in zip(spans, has.tolist()) if not h))
     if warn and report.count:
+        bad = list(report.misaligned) + list(report.empty)
         warnings.warn(
-            f"{where}: {len(mis)} span(s) do not line up with token boundaries and "
-            f"{len(empty)} cover no token: "
-            + ", ".join(f"[{s.start}, {s.end}) {s.label!r}" for s in (mis + empty)[:5]),
+            f"{where}: {len(report.misaligned)} span(s) do not line up with token boundaries and "
+            f"{len(report.empty)} cover no token: "
+            + ", ".join(f"[{s.start}, {s.end}) {s.label!r}" for s in bad[:5]),
             stacklevel=2,
         )
     return out, report

@@ -39,7 +39,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from analysis.tags import tag_names  # noqa: E402
-from analysis.dep import compute_dep, load_probs  # noqa: E402
+from analysis.dep import compute_dep
+from analysis.probs import load_probs  # noqa: E402
 from analysis.dep.errormodel import UNIT_TYPES, ErrorModel, fit_error_model  # noqa: E402
 from bench.bench_detection import (  # noqa: E402
     DEFAULT_DATA,

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from analysis.review.analyze import analyze_dataset
-from analysis.dep import load_probs
+from analysis.probs import load_probs
 from analysis.formats import from_ls_tasks
 from analysis.labelstudio import LabelStudioAPI
 from analysis.labelstudio.push import plan_push

@@ -31,8 +31,10 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .service.jobs import Backend, LabelMismatch, NoLabelStudio, QueueFull
-from .service.scoring import TaskError
+from analysis.exceptions import DataError
+
+from .service.backend import Backend
+from .service.errors import LabelMismatch, NoLabelStudio, QueueFull, TaskError
 from .settings import Settings
 from .service.state import project_id
 
@@ -100,19 +102,16 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
-        if isinstance(exc, LabelMismatch):
-            return _api_error(ApiError(409, str(exc)))
-        if isinstance(exc, TaskError):
-            return _api_error(ApiError(422, str(exc)))
-        if isinstance(exc, QueueFull):
-            return _api_error(ApiError(503, str(exc)))
-        if isinstance(exc, NoLabelStudio):
-            return _api_error(ApiError(503, str(exc)))
-        if isinstance(exc, ConnectionError):
-            return _api_error(ApiError(502, f"Label Studio unreachable: {exc}"))
-        if isinstance(exc, (ValueError, TypeError, KeyError)):
-            msg = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
-            return _api_error(ApiError(400, msg))
+        # domain errors, most specific first; anything else is a bug: logged with its
+        # traceback and answered 500, never passed off as the client's fault
+        from analysis.labelstudio import LabelStudioError
+
+        for kind, status in ((LabelMismatch, 409), (TaskError, 422), (QueueFull, 503),
+                             (NoLabelStudio, 503), (DataError, 400)):
+            if isinstance(exc, kind):
+                return _api_error(ApiError(status, str(exc)))
+        if isinstance(exc, (ConnectionError, LabelStudioError)):
+            return _api_error(ApiError(502, f"Label Studio: {exc}"))
         logger.exception("%s %s: unexpected error", request.method, request.path)
         return jsonify({"error": f"internal error: {type(exc).__name__}: {exc}"}), 500
 

@@ -4,8 +4,11 @@ Each sub-command lives in ``ls_backend/commands/<name>.py`` and exposes
 ``add_parser(subparsers)`` and ``run(args) -> int``.  Heavy imports (torch, transformers,
 the SDK) happen inside ``run`` so ``ner-quality convert`` stays fast.
 
-User errors (``ValueError``, ``TypeError``, ``FileNotFoundError``, ``UnicodeDecodeError``,
-``KeyError`` from bad input) print one line ``ner-quality: error: ...`` and exit 2.
+Settings come from the environment once (:class:`ls_backend.settings.Settings`, ``args.settings``);
+no command reads ``os.environ`` itself.  Bad input (:class:`analysis.exceptions.DataError` and
+the other ``ValueError`` / ``TypeError`` raised for it, a missing file or a directory where a
+file is expected, JSON nested too deeply) prints one line ``ner-quality: error: ...`` and exits
+2; ``--log-level DEBUG`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = (
     "convert",
+    "convert-probs",
     "evaluate",
     "errors",
     "train",
@@ -45,28 +48,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("LOG_LEVEL", "WARNING"),
+        default=None,
         help="logging level (default: $LOG_LEVEL or WARNING)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"ls_backend.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ls_backend.commands.{name}":
-                continue  # command not built yet
-            raise
+        mod = importlib.import_module(f"ls_backend.commands.{name.replace('-', '_')}")
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+def _error_line(exc: BaseException) -> str:
+    """One line for the user: what went wrong, naming the file / task."""
+    if isinstance(exc, IsADirectoryError):
+        return f"{exc.filename}: is a directory, not a file"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no such file: {exc.filename}"
+    if isinstance(exc, PermissionError) and exc.filename:
+        return f"{exc.filename}: permission denied"
+    if isinstance(exc, RecursionError):
+        return "input is nested too deeply to read"
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .settings import Settings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        args.settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"ner-quality: error: {exc}", file=sys.stderr)
+        return 2
+    level = str(args.log_level or args.settings.cli_log_level).upper()
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        level=getattr(logging, level, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -75,14 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ner-quality: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, TypeError, FileNotFoundError, UnicodeDecodeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, FileNotFoundError) and exc.filename:
-            msg = f"no such file: {exc.filename}"
-        print(f"ner-quality: error: {msg}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         return 0
+    except (UserError, ValueError, TypeError, OSError, UnicodeDecodeError,
+            RecursionError) as exc:
+        logging.getLogger("ner-quality").debug("error details", exc_info=True)
+        print(f"ner-quality: error: {_error_line(exc)}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

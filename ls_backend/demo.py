@@ -153,14 +153,14 @@ def run_demo(
     with_label_studio: bool = False,
     keep_running: bool = False,
     seed: int = 0,
+    label_studio_url: str | None = None,
+    label_studio_api_key: str | None = None,
 ) -> dict[str, Any]:
     """Run the demo; returns paths and, with Label Studio, the project id and URL."""
-    import numpy as np
-
-    from analysis.review.analyze import analyze_dataset
-    from analysis.tags import tag_names
     from analysis.formats import from_ls_tasks
-    from analysis.review.report import write_csv
+    from analysis.probs import ModelOutput, save_output
+    from analysis.review.analyze import analyze_dataset
+    from analysis.tags import TagSet
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -181,13 +181,12 @@ def run_demo(
     # few minutes on 2 CPU cores
     probs = crossfit(ds, folds=folds, epochs=epochs, seed=seed, progress=True, lr=lr,
                      batch_size=batch_size, out_dir=out / "crossfit")
-    np.savez(out / "probs.npz", *[p for p in probs if p is not None])
+    output = ModelOutput.from_arrays(probs, TagSet.for_labels(ds.labels))
+    save_output(out / "probs.npz", output)
     say(f"    done in {time.time() - t0:.0f} s; probabilities in {out / 'probs.npz'}")
 
     say("3/4 analysing and writing the report ...")
-    tags = list(tag_names(ds.labels))
-    ann_probs = [p for p in probs if p is not None]
-    res = analyze_dataset(ds, probs=ann_probs, tags=tags, dep_source="cross-fitted MiniLM (demo)",
+    res = analyze_dataset(ds, probs=output, dep_source="cross-fitted MiniLM (demo)",
                           seed=seed)
     from ls_backend.commands.analyze import Inputs, summary_text
     from ls_backend.commands.report import build_report
@@ -197,8 +196,7 @@ def run_demo(
     result: dict[str, Any] = {"out_dir": str(out), "analysis": str(out / "analysis.json")}
 
     ls_proc = None
-    url = os.environ.get("LABEL_STUDIO_URL")
-    key = os.environ.get("LABEL_STUDIO_API_KEY")
+    url, key = label_studio_url, label_studio_api_key
     try:
         if not (url and key) and with_label_studio:
             exe = find_label_studio()
@@ -210,8 +208,8 @@ def run_demo(
                 ls_proc, url, key = start_label_studio(exe, data_dir)
                 say(f"    Label Studio at {url} (data dir {data_dir})")
         if url and key:
-            pid = push_to_label_studio(url, key, tasks, config, res, ds, out, probs=ann_probs,
-                                       tags=tags, result=result)
+            pid = push_to_label_studio(url, key, tasks, config, res, ds, out, probs=output,
+                                       result=result)
             inp = Inputs(ds, url, pid)
             if ls_proc is not None and not keep_running:
                 say("    (Label Studio and the backend stop now; --keep-running keeps them)")
@@ -229,13 +227,11 @@ def run_demo(
             stop(ls_proc)
         else:
             result.pop("_backend_proc", None)
-    _ = write_csv  # the CSV is written by build_report
     return result
 
 
 def push_to_label_studio(url: str, key: str, tasks: list[dict[str, Any]], config: str, res: Any,
-                         ds: Any, out: Path, *, probs: Any, tags: Any,
-                         result: dict[str, Any]) -> int:
+                         ds: Any, out: Path, *, probs: Any, result: dict[str, Any]) -> int:
     """Create a project, import, connect the backend, sync, push views; returns the project id."""
     from analysis.review.analyze import analyze_dataset
     from analysis.formats import from_ls_tasks
@@ -256,7 +252,7 @@ def push_to_label_studio(url: str, key: str, tasks: list[dict[str, Any]], config
         say(f"    ML backend {burl} connected")
     except Exception as exc:  # noqa: BLE001 - the demo goes on without the backend
         say(f"    could not start/connect the ML backend ({exc}); continuing")
-    path = store_path(url, pid)
+    path = store_path(url, pid, root=out / "store")
     with TaskStore(path) as st:
         sync_project(api, pid, st, progress=True,
                      project_info={"id": pid, "url": url, "label_config": config})
@@ -267,7 +263,7 @@ def push_to_label_studio(url: str, key: str, tasks: list[dict[str, Any]], config
     # the imported tasks keep the sample order, so the probabilities still line up
     if new_ids is not None and len(new_ids) != len(tasks):
         raise RuntimeError(f"imported {len(new_ids)} of {len(tasks)} tasks")
-    res_ls = analyze_dataset(ds_ls, probs=probs, tags=tags, dep_source="cross-fitted MiniLM (demo)")
+    res_ls = analyze_dataset(ds_ls, probs=probs, dep_source="cross-fitted MiniLM (demo)")
     plan = plan_push(res_ls, model_version="ner-quality-demo", dataset=ds_ls, suggest=True)
     summary = apply_plan(api, pid, plan, {int(t["id"]): t for t in stored})
     say(f"    pushed DEP/errors to {len(summary['tasks_changed'])} tasks; views: "

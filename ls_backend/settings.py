@@ -51,7 +51,11 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "SIMILAR_K": ("5", "Similar spans (with a different gold label) stored per annotated span."),
     "MAX_TEXT_CHARS": ("100000", "Tasks with longer text are refused with a per-task error."),
     "MAX_TASKS_PER_REQUEST": ("5000", "Larger /predict batches answer 413."),
-    "LOG_LEVEL": ("INFO", "Python logging level."),
+    "LOG_LEVEL": ("INFO", "Python logging level (the CLI defaults to WARNING when unset)."),
+    "NERQ_CACHE_DIR": ("~/.cache/ner-quality", "CLI sync store root: "
+                       "<dir>/<host>/<project>/store.sqlite3."),
+    "NERQ_SYNC_SKEW_S": ("300", "Clock-skew margin (s) subtracted from the incremental-sync "
+                         "watermark."),
 }
 
 
@@ -104,6 +108,9 @@ class Settings:
     max_text_chars: int = 100_000
     max_tasks_per_request: int = 5000
     log_level: str = "INFO"
+    log_level_set: bool = field(default=False, repr=False)
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "ner-quality")
+    sync_skew_s: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +119,7 @@ class Settings:
         device = env.get("DEVICE", "auto").strip() or "auto"
         if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
             raise ValueError(f"DEVICE: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        log_level_set = bool((env.get("LOG_LEVEL") or "").strip())
         log_level = (env.get("LOG_LEVEL", "INFO").strip() or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"LOG_LEVEL: {log_level!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
@@ -143,7 +151,16 @@ class Settings:
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 100_000, minimum=1),
             max_tasks_per_request=_int(env, "MAX_TASKS_PER_REQUEST", 5000, minimum=1),
             log_level=log_level,
+            log_level_set=log_level_set,
+            cache_dir=Path(env.get("NERQ_CACHE_DIR") or Path.home() / ".cache" / "ner-quality")
+            .expanduser(),
+            sync_skew_s=_int(env, "NERQ_SYNC_SKEW_S", 300),
         )
+
+    @property
+    def cli_log_level(self) -> str:
+        """The CLI's logging level: ``LOG_LEVEL`` when set, else WARNING."""
+        return self.log_level if self.log_level_set else "WARNING"
 
     @property
     def auth_enabled(self) -> bool:

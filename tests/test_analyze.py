@@ -7,11 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.review.analyze import Columns, analyze_columns, analyze_dataset, bad_edges, find_duplicates
+from analysis.dep import compute_dep
+from analysis.review.analyze import analyze, analyze_dataset
+from analysis.review.duplicates import bad_edges, find_duplicates
 from analysis.dataset import Dataset, Task
 from analysis.tags import tag_names
 from analysis.labelstudio.push import pending_updates, plan_push
-from analysis.spans import Span, SpanTable, tokenize
+from analysis.spans import Span, tokenize
 
 LABELS = ("PER", "LOC")
 TAGS = tag_names(LABELS)
@@ -57,7 +59,7 @@ def small() -> tuple[Dataset, list[np.ndarray]]:
 def test_metrics_and_alerts_on_planted_error(small: tuple[Dataset, list[np.ndarray]]) -> None:
     ds, probs = small
     res = analyze_dataset(ds, probs=probs, tags=TAGS)
-    m = res.metrics
+    m = res.to_dict()["metrics"]
     assert m["n_tasks"] == 6 and m["n_gold_spans"] == 11
     assert m["error_totals"]["wrong_tag"] == 1 and m["error_totals"]["correct"] == 10
     assert m["top_confusions"][0] == {"gold": "PER", "pred": "LOC", "count": 1}
@@ -81,17 +83,29 @@ def test_metrics_and_alerts_on_planted_error(small: tuple[Dataset, list[np.ndarr
 def test_loss_matches_manual_cross_entropy(small: tuple[Dataset, list[np.ndarray]]) -> None:
     ds, probs = small
     res = analyze_dataset(ds, probs=probs, tags=TAGS)
-    cols = res.extra["columns"]
-    manual = -np.log(cols.probs[np.arange(cols.probs.shape[0]), cols.token_gold].astype(np.float64))
-    assert res.metrics["loss"]["overall"]["mean"] == pytest.approx(manual.mean())
-    per = res.metrics["loss"]["by_label"]
+    # the cross-entropy of every annotated token, straight from the inputs
+    gold = []
+    for t in ds.tasks:
+        g = np.zeros(len(t.tokens), dtype=np.int64)
+        for s in t.gold or ():
+            toks = [k for k in range(len(t.tokens)) if t.tokens.starts[k] >= s.start
+                    and t.tokens.ends[k] <= s.end]
+            g[toks[0]] = TAGS.index(f"B-{s.label}")
+            g[toks[1:]] = TAGS.index(f"I-{s.label}")
+        gold.append(g)
+    manual = -np.log(np.concatenate([p[np.arange(len(g)), g] for p, g in zip(probs, gold)])
+                     .astype(np.float64))
+    m = res.to_dict()["metrics"]
+    assert m["loss"]["overall"]["mean"] == pytest.approx(manual.mean(), abs=1e-6)
+    per = m["loss"]["by_label"]
     assert sum(v["count"] for v in per.values()) == manual.size
 
 
 def test_without_model_output_only_annotation_side(small: tuple[Dataset, list[np.ndarray]]) -> None:
     ds, _ = small
     res = analyze_dataset(ds)
-    assert "prf" not in res.metrics and "dep" not in res.metrics
+    m = res.to_dict()["metrics"]
+    assert "prf" not in m and "dep" not in m
     assert res.task_dep is None
     assert {a.name for a in res.alerts} >= {"duplicates", "malformed samples"}
 
@@ -108,20 +122,19 @@ def test_order_of_tasks_does_not_change_flags(small: tuple[Dataset, list[np.ndar
     assert fa == fb
 
 
-def test_columnar_path_margin_dep() -> None:
-    n = 4
-    gold = SpanTable.from_spans([[Span(0, 1, "PER")], [], [Span(0, 1, "LOC")], []], LABELS)
-    cols = Columns(
-        ids=np.arange(n), text_len=np.full(n, 10), n_tokens=np.full(n, 2),
-        annotated=np.ones(n, bool), gold=gold, gold_text=np.array(["A", "B"], dtype=object),
-        pred=gold, pred_conf=np.ones(2), token_task=np.repeat(np.arange(n), 2),
-        token_gold=np.array([1, 0, 0, 0, 3, 0, 0, 0]),
-        probs=np.tile(np.eye(len(TAGS), dtype=np.float32)[0], (8, 1)), tags=TAGS,
-    )
-    res = analyze_columns(cols)
-    # tokens whose gold tag is not O get margin DEP 1 under an all-O model
+def test_margin_only_dep_through_the_analysis() -> None:
+    """An all-O model: tokens whose gold tag is not O get margin DEP 1, the rest 0."""
+    tasks = [_task(i, text, spans) for i, (text, spans) in enumerate(
+        [("A b", [(0, 1, "PER")]), ("c d", []), ("E f", [(0, 1, "LOC")]), ("g h", [])])]
+    ds = Dataset(tasks=tasks, labels=LABELS)
+    probs = [np.tile(np.eye(len(TAGS), dtype=np.float32)[0], (2, 1)) for _ in tasks]
+    dep = compute_dep(ds, probs, tags=TAGS, weights={"margin": 1.0},
+                      calibration={})
+    res = analyze(ds.corpus, dep=dep, dep_source="margin only")
     assert res.task_dep.tolist() == [1.0, 0.0, 1.0, 0.0]
-    assert res.metrics["dep"]["source"].startswith("margin")
+    d = res.to_dict()["metrics"]["dep"]
+    assert d["scored"] == 4 and d["source"] == "margin only"
+    assert res.to_dict()["metrics"]["error_totals"]["missed"] == 2
 
 
 def test_find_duplicates_matches_brute_force() -> None:
@@ -161,7 +174,7 @@ def test_push_plan_is_idempotent(small: tuple[Dataset, list[np.ndarray]]) -> Non
     assert [r["value"]["labels"] for r in pred.result] == [["PER"], ["LOC"]]
     # tasks as Label Studio would hold them after the push: nothing left to write
     current = {x.task_id: {"id": x.task_id, "data": {"text": "t", **x.data},
-                           "meta": {"ner_quality": {**x.meta, "time": "later"}}}
+                           "meta": {"ner_quality": {**x.meta, "written_at": "later"}}}
                for x in plan.updates}
     assert pending_updates(plan, current) == []
     current[12]["data"]["nerq_dep"] = 0.0

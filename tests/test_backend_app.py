@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ls_backend.app import create_app
-from ls_backend.service.jobs import QueueFull, ScoreJob, ScoreQueue
+from ls_backend.service.queue import QueueFull, ScoreJob, ScoreQueue
 from ls_backend.settings import Settings
 from ls_backend.service.state import base_version, project_id
 from conftest import BACKEND_SENTS

@@ -42,6 +42,17 @@ def onehot(cols: list[int], p: float = 0.9, n: int = 5) -> np.ndarray:
     return a
 
 
+TAGS5 = "O,B-LOC,I-LOC,B-PER,I-PER"
+
+
+def save_probs(path: Path, arrays: list[np.ndarray]) -> Path:
+    """The columnar probability format, with its tag order (what train/predict write)."""
+    from analysis.probs import ModelOutput, save_output
+    from analysis.tags import TagSet
+
+    return save_output(path, ModelOutput.from_arrays(arrays, TagSet(tuple(TAGS5.split(",")))))
+
+
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run(
@@ -54,9 +65,8 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 def small(tmp_path: Path) -> tuple[Path, Path]:
     data = tmp_path / "small.conll"
     data.write_text(SMALL, encoding="utf-8")
-    probs = tmp_path / "p.npz"
-    np.savez(probs, onehot([BP, O, O, BL, O]), onehot([BL, O, O]), onehot([O, O, O, BL]),
-             onehot([BP, IP, O]))
+    probs = save_probs(tmp_path / "p.npz", [onehot([BP, O, O, BL, O]), onehot([BL, O, O]),
+                                            onehot([O, O, O, BL]), onehot([BP, IP, O])])
     return data, probs
 
 
@@ -84,8 +94,7 @@ def test_json_lines(small: tuple[Path, Path]) -> None:
 
 def test_json_object_and_out_file(small: tuple[Path, Path], tmp_path: Path) -> None:
     data, probs = small
-    res = cli("--data", str(data), "--probs", str(probs), "--json",
-              "--labels", "O,B-LOC,I-LOC,B-PER,I-PER")
+    res = cli("--data", str(data), "--probs", str(probs), "--json", "--labels", TAGS5)
     assert res.returncode == 0, res.stderr
     obj = json.loads(res.stdout)
     assert set(obj) == {"tasks", "thresholds", "summary"}
@@ -103,9 +112,8 @@ def test_json_object_and_out_file(small: tuple[Path, Path], tmp_path: Path) -> N
 
 def test_errors_exit_2_with_one_line(small: tuple[Path, Path], tmp_path: Path) -> None:
     data, _ = small
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, onehot([BP, O, O, BL, O]), onehot([BL, O]), onehot([O, O, O, BL]),
-             onehot([BP, IP, O]))
+    bad = save_probs(tmp_path / "bad.npz", [onehot([BP, O, O, BL, O]), onehot([BL, O]),
+                                            onehot([O, O, O, BL]), onehot([BP, IP, O])])
     res = cli("--data", str(data), "--probs", str(bad))
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0
@@ -130,7 +138,7 @@ def test_more_errors_in_process(small: tuple[Path, Path], tmp_path: Path,
 
     notsum = tmp_path / "logits.npz"
     np.savez(notsum, *[onehot([O] * n) * 3 for n in (5, 3, 4, 3)])
-    rc, err = _main(capsys, "--data", str(data), "--probs", str(notsum))
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(notsum), "--labels", TAGS5)
     assert rc == 2 and "sum to" in err
 
     rc, err = _main(capsys, "--data", str(data), "--probs", str(tmp_path / "missing.npz"))
@@ -138,6 +146,32 @@ def test_more_errors_in_process(small: tuple[Path, Path], tmp_path: Path,
 
     rc, err = _main(capsys, "--data", str(data), "--probs", str(good), "--labels", " , ")
     assert rc == 2 and "--labels is empty" in err
+
+
+def test_old_format_needs_its_tag_order(small: tuple[Path, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """An old per-task file stores no tag order: refuse to guess, read it with --labels, and
+    convert it once into a file that says its order."""
+    data, columnar = small
+    arrays = [onehot([BP, O, O, BL, O]), onehot([BL, O, O]), onehot([O, O, O, BL]),
+              onehot([BP, IP, O])]
+    old = tmp_path / "old.npz"
+    np.savez(old, *arrays)
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(old))
+    assert rc == 2 and "tag order" in err and "--labels" in err and "convert-probs" in err
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(old), "--labels", TAGS5, "--json")
+    assert rc == 0 and "convert-probs" in err  # read, with one line saying how to convert
+    want = cli("--data", str(data), "--probs", str(columnar), "--json")
+    new = tmp_path / "new.npz"
+    from ls_backend.cli import main
+
+    assert main(["convert-probs", str(old), str(new), "--labels", TAGS5, "--data", str(data)]) == 0
+    got = cli("--data", str(data), "--probs", str(new), "--json")
+    assert json.loads(got.stdout)["tasks"] == json.loads(want.stdout)["tasks"]
+    # a wrong order is refused as soon as the file says its own
+    rc, err = _main(capsys, "--data", str(data), "--probs", str(new), "--labels",
+                    "O,B-PER,I-PER,B-LOC,I-LOC")
+    assert rc == 2 and "differ" in err
 
 
 def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from analysis.dep import (
     aggregate_units,
     compute_dep,
     fit_thresholds,
-    load_probs,
     token_margins,
     validate_probs,
 )
@@ -22,9 +21,10 @@ from analysis.dep.signals import (
     combine,
     model_disagreement,
     neighbour_disagreement,
-    surface_consistency,
     type_disagreement,
 )
+from analysis.dep.surface import surface_consistency
+from analysis.probs import load_probs
 from analysis.spans import Span, from_tokens
 
 LABELS = ("LOC", "PER")
@@ -241,15 +241,15 @@ def test_does_not_depend_on_task_order(seed: int) -> None:
 # ---------------------------------------------------------------------------- validation
 
 BAD_CASES = [
-    ("row-sum", lambda p: [p[0], p[1] * 0.5], "task 11 (#1): token 0 probabilities sum to 0.5"),
-    ("too-few-rows", lambda p: [p[0], p[1][:-1]], "task 11 (#1): 1 probability rows for 2 tokens"),
-    ("columns", lambda p: [p[0][:, :3], p[1][:, :3]], "task 10 (#0): 3 probability columns but 5"),
-    ("nan", lambda p: [p[0], np.where(p[1] > 0.5, np.nan, p[1])], "task 11 (#1): token 0 has NaN"),
+    ("row-sum", lambda p: [p[0], p[1] * 0.5], "task 11: token 0 probabilities sum to 0.5"),
+    ("too-few-rows", lambda p: [p[0], p[1][:-1]], "task 11: 1 probability rows for 2 tokens"),
+    ("columns", lambda p: [p[0][:, :3], p[1][:, :3]], "task 10: 3 probability columns but 5"),
+    ("nan", lambda p: [p[0], np.where(p[1] > 0.5, np.nan, p[1])], "task 11: token 0 has NaN"),
     ("negative", lambda p: [p[0], p[1] - np.array([[0.5, 0.5, 0, 0, -1.0]] * 2)],
-     "task 11 (#1): token 0 has NaN, infinite or negative"),
+     "task 11: token 0 has NaN, infinite or negative"),
     ("count", lambda p: [p[0]], "got 1 probability arrays for 2 tasks"),
-    ("one-d", lambda p: [p[0], p[1][0]], "task 11 (#1): probabilities must be 2-D"),
-    ("none-annotated", lambda p: [p[0], None], "task 11 (#1): annotated task has no probabilities"),
+    ("one-d", lambda p: [p[0], p[1][0]], "task 11: probabilities must be 2-D"),
+    ("none-annotated", lambda p: [p[0], None], "task 11: annotated task has no probabilities"),
 ]
 
 
@@ -283,7 +283,7 @@ def test_bad_tag_lists(name: str, tags: tuple[str, ...], msg: str) -> None:
 def test_gold_label_without_tag_columns() -> None:
     ds = Dataset([make_task(0, "a", []), make_task(1, "John", [(0, 1, "PER")], tid=5)], LABELS)
     tags = ("O", "B-LOC", "I-LOC")
-    with pytest.raises(ValueError, match=r"task 5 \(#1\): gold label 'PER' has no B-/I- column"):
+    with pytest.raises(ValueError, match=r"task 5: gold label 'PER' has no column"):
         compute_dep(ds, [onehot([O], n_tags=3), onehot([O], n_tags=3)], tags=tags)
 
 

@@ -51,13 +51,13 @@ def test_read_conll_two_columns() -> None:
 
 def test_read_conll_text_and_path_equivalent() -> None:
     text = (DATA / "tiny.conll").read_text(encoding="utf-8")
-    a, b = io.read_conll(text), io.read_conll(str(DATA / "tiny.conll"))
+    a, b = io.parse_conll(text), io.read_conll(str(DATA / "tiny.conll"))
     assert [t.gold for t in a.tasks] == [t.gold for t in b.tasks]
 
 
 def test_conll_four_columns_docstart_iob1_roundtrip() -> None:
     raw = (DATA / "conll4_iob1.conll").read_text(encoding="utf-8")
-    ds = io.read_conll(raw)
+    ds = io.parse_conll(raw)
     assert ds.scheme == "iob1"
     assert len(ds) == 3  # -DOCSTART- lines are not sentences
     assert [t.data.get("conll_docstart") is not None for t in ds.tasks] == [True, False, True]
@@ -75,7 +75,7 @@ def test_conll_four_columns_docstart_iob1_roundtrip() -> None:
 
 
 def test_conll_scheme_given_overrides_detection() -> None:
-    ds = io.read_conll("A\tS-PER\nB\tO\n\nC\tB-LOC\nD\tE-LOC\n\n", scheme="bioes")
+    ds = io.parse_conll("A\tS-PER\nB\tO\n\nC\tB-LOC\nD\tE-LOC\n\n", scheme="bioes")
     assert [spans(t) for t in ds.tasks] == [[(0, 1, "PER")], [(0, 3, "LOC")]]
     assert io.write_conll(ds, scheme="bilou").text == "A\tU-PER\nB\tO\n\nC\tB-LOC\nD\tL-LOC\n\n"
 
@@ -85,13 +85,13 @@ def test_conll_strict_error_names_sentence_line_token() -> None:
     with pytest.raises(
         ValueError, match=r"sentence 2 \(line 5\): invalid IOB2 tag 'I-LOC' at token 2"
     ):
-        io.read_conll(text, scheme="iob2")
+        io.parse_conll(text, scheme="iob2")
 
 
 def test_conll_lenient_counts_repairs() -> None:
     text = "A\tO\n\nB\tB-PER\nC\tO\nD\tI-LOC\nE\tI-LOC\n\nF\tI-ORG\n\n"
     with pytest.warns(UserWarning, match="2 tag"):
-        ds = io.read_conll(text, scheme="iob2", strict=False)
+        ds = io.parse_conll(text, scheme="iob2", strict=False)
     assert ds.problems.counts() == {"tag_repair": 2}
     assert ds.problems.repairs == 2
     assert [p.task for p in ds.problems.items] == [1, 2]
@@ -101,9 +101,9 @@ def test_conll_lenient_counts_repairs() -> None:
 def test_conll_malformed_tag_strict_and_lenient() -> None:
     text = "A\tB-PER\nB\tPERSON\n\n"
     with pytest.raises(ValueError, match=r"sentence 1 \(line 2\): invalid tag 'PERSON' at token 1"):
-        io.read_conll(text)
+        io.parse_conll(text)
     with pytest.warns(UserWarning):
-        ds = io.read_conll(text, strict=False)
+        ds = io.parse_conll(text, strict=False)
     assert spans(ds.tasks[0]) == [(0, 1, "PER")] and ds.problems.repairs == 1
 
 
@@ -118,11 +118,11 @@ def test_conll_malformed_tag_strict_and_lenient() -> None:
 )
 def test_conll_structure_errors(text: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
-        io.read_conll(text)
+        io.parse_conll(text)
 
 
 def test_conll_crlf_and_bom_are_read() -> None:
-    ds = io.read_conll("\ufeffA\tB-PER\r\nb\tO\r\n\r\n")
+    ds = io.parse_conll("\ufeffA\tB-PER\r\nb\tO\r\n\r\n")
     assert ds.tasks[0].data["tokens"] == ["A", "b"] and spans(ds.tasks[0]) == [(0, 1, "PER")]
 
 
@@ -131,8 +131,8 @@ def test_conll_label_config_check() -> None:
     with pytest.raises(
         ValueError, match=r"sentence 2: labels \['FOOD'\] are not in the label config"
     ):
-        io.read_conll(text, label_config=CONLL_CFG)
-    ds = io.read_conll("A\tB-PER\n\n", label_config=CONLL_CFG)
+        io.parse_conll(text, label_config=CONLL_CFG)
+    ds = io.parse_conll("A\tB-PER\n\n", label_config=CONLL_CFG)
     assert ds.labels == ("PER", "ORG", "LOC", "MISC")
 
 
@@ -396,7 +396,7 @@ def test_roundtrip_property(ds: Dataset) -> None:
     assert [t.text for t in back.tasks] == [t.text for t in ds.tasks]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # aligned spans: no warnings at all
-        conll = io.read_conll(io.write_conll(ds).text)
+        conll = io.parse_conll(io.write_conll(ds).text)
     assert len(conll.tasks) == len(ds.tasks)
     for a, b in zip(ds.tasks, conll.tasks):
         assert token_spans(a) == token_spans(b)

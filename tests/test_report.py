@@ -59,11 +59,12 @@ def _dataset() -> tuple[Dataset, list[np.ndarray], tuple[str, ...]]:
 def result() -> tuple[dict[str, Any], dict[str, Any]]:
     ds, probs, tags = _dataset()
     res = analyze_dataset(ds, probs=probs, tags=tags)
-    cols = res.extra["columns"]
-    labels = [cols.gold.labels[j] for j in cols.gold.label.tolist()]
+    corpus = res.corpus
+    gold = corpus.gold.chars
+    labels = [gold.labels[j] for j in gold.label.tolist()]
     vecs = np.random.default_rng(0).normal(size=(len(labels), 8))
-    smap = span_map(vecs, labels, dep=res.task_dep[cols.gold.task],
-                    task_ids=cols.ids[cols.gold.task], texts=list(cols.gold_text))
+    smap = span_map(vecs, labels, dep=res.task_dep[gold.task],
+                    task_ids=corpus.ids[gold.task], texts=list(corpus.gold_text))
     return res.to_dict(), smap
 
 
@@ -143,12 +144,14 @@ def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
     ds, probs, tags = _dataset()
     data = tmp_path / "d.json"
     save(ds, data, format="ls-json")
-    npz = tmp_path / "p.npz"
-    np.savez(npz, *probs)
+    # the columnar format stores its tag order: report and analyze read it without --labels
+    from analysis.probs import ModelOutput, save_output
+    from analysis.tags import TagSet
+
+    npz = save_output(tmp_path / "p.npz", ModelOutput.from_arrays(probs, TagSet(tuple(tags))))
     buf = io.StringIO()
     with redirect_stdout(buf):
-        rc = main(["analyze", "--data", str(data), "--probs", str(npz), "--labels", ",".join(tags),
-                   "--json"])
+        rc = main(["analyze", "--data", str(data), "--probs", str(npz), "--json"])
     assert rc == 0
     obj = json.loads(buf.getvalue())
     assert set(obj) == {"metrics", "alerts", "tasks"}

@@ -75,11 +75,10 @@ def _watermark_after_all(store: TaskStore, proj: Project) -> None:
     store.set_state("watermark", f"2030-01-01T00:00:{proj.clock + 1:06d}Z")
 
 
-def test_store_path_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NERQ_CACHE_DIR", str(tmp_path))
-    p = store_path("http://localhost:8080/", 7)
+def test_store_path_layout(tmp_path: Path) -> None:
+    p = store_path("http://localhost:8080/", 7, root=tmp_path)
     assert p == tmp_path / "localhost_8080" / "7" / "store.sqlite3"
-    assert store_path(None, "x").parent.parent.name == "files"
+    assert store_path(None, "x", root=tmp_path).parent.parent.name == "files"
 
 
 def test_first_sync_then_incremental(store: TaskStore) -> None:

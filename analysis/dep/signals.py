@@ -7,13 +7,12 @@ score in ``[0, 1]``, higher = more likely mislabeled:
 
 ``margin``
     ``(1 − margin) / 2`` with ``margin = p(gold tag) − max p(other tag)`` (AUM-style: the margin
-    is averaged over training epochs when several probability sets exist).  Computed in
-    :mod:`analysis.dep`.
+    is averaged over training epochs when several probability sets exist): :func:`token_margins`.
 ``disagreement``
     :func:`model_disagreement`: the model's argmax tag differs from the gold tag, weighted by the
     model's confidence in its argmax (0 where they agree).
 ``surface``
-    :func:`surface_consistency`: the same lower-cased token string is labelled differently
+    :func:`analysis.dep.surface.surface_consistency`: the same lower-cased token string is labelled differently
     elsewhere in the dataset, or is labelled in one place and left ``O`` in another.
 ``neighbour``
     :func:`neighbour_disagreement`: a span's ``k`` most similar spans by embedding (cosine)
@@ -39,10 +38,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
 __all__ = [
     "SIGNALS",
@@ -50,12 +47,15 @@ __all__ = [
     "model_disagreement",
     "type_disagreement",
     "surface_consistency",
+    "token_margins",
     "neighbour_disagreement",
     "combine",
     "UNIT_TYPES",
     "DEFAULT_CALIBRATION",
     "calibrate",
 ]
+
+from analysis.dep.surface import surface_consistency
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,30 @@ DEFAULT_CALIBRATION: Mapping[str, tuple[float, float]] = {
     "o": (1.0, 2.0),
 }
 
-_SEP = "\x1f"  # joins tokens of a surface form; never part of a token
+def token_margins(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """``p(gold) − max p(other)`` per token.
+
+    Parameters
+    ----------
+    probs : (N, n_tags) float
+    gold : (N,) int, gold tag column
+
+    Returns
+    -------
+    (N,) float32 in [-1, 1]
+
+    >>> token_margins(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), np.array([0, 1])).round(2)
+    array([ 0.5, -0.3], dtype=float32)
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    n = probs.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    rows = np.arange(n)
+    pg = probs[rows, gold]
+    other = probs.copy()
+    other[rows, gold] = -np.inf
+    return (pg - other.max(axis=1)).astype(np.float32)
 
 
 def model_disagreement(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
@@ -159,129 +182,6 @@ def type_disagreement(
     other = mean.max(axis=1) if mean.shape[1] > 1 else np.zeros(n)
     other = np.where(np.isfinite(other), other, 0.0)
     return np.clip((1.0 - (gold - other)) / 2.0, 0.0, 1.0).astype(np.float32)
-
-
-def _ngram_keys(tok: pd.Series, task: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keys of all token n-grams of ``length`` starting at each position, and a validity mask
-    (the n-gram stays inside one task)."""
-    n = len(tok)
-    key = tok.copy()
-    for j in range(1, length):
-        key = key + _SEP + tok.shift(-j, fill_value="")
-    valid = np.zeros(n, dtype=bool)
-    if n >= length:
-        valid[: n - length + 1] = task[length - 1 :] == task[: n - length + 1]
-    return key.to_numpy(dtype=object), valid
-
-
-def surface_consistency(
-    token_text: Any,
-    token_task: np.ndarray,
-    token_is_o: np.ndarray,
-    span_start: np.ndarray,
-    span_end: np.ndarray,
-    span_label: np.ndarray,
-    *,
-    max_len: int = 6,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Surface-form consistency of gold labels across a dataset.
-
-    A surface form is the lower-cased token sequence of a span.  For a form ``f`` let
-    ``n(f, l)`` be how often it is a gold span with label ``l`` and ``n_O(f)`` how often it
-    occurs with every token gold ``O``; ``n(f) = Σ_l n(f, l) + n_O(f)``.
-
-    * a gold span with form ``f`` and label ``l`` scores ``(n(f) − n(f, l)) / n(f)``: the share
-      of the form's occurrences that disagree with this one (0 for a form seen once);
-    * an all-``O`` occurrence of a labelled form scores ``Σ_l n(f, l) / n(f)`` on each of its
-      tokens (max over the occurrences covering a token): the form is labelled elsewhere but
-      left ``O`` here (a missed span).
-
-    Forms longer than ``max_len`` tokens are matched as spans but not searched among ``O``
-    tokens.
-
-    Parameters
-    ----------
-    token_text : (N,) str, tokens of all tasks, flattened
-    token_task : (N,) int, task of each token (non-decreasing)
-    token_is_o : (N,) bool, gold tag is ``O``
-    span_start, span_end : (n,) int, global half-open token range of each gold span
-    span_label : (n,) int, label id of each gold span
-
-    Returns
-    -------
-    span_score : (n,) float32
-    token_score : (N,) float32, 0 on tokens inside gold spans
-    """
-    tok = pd.Series(np.asarray(token_text, dtype=object)).str.lower()
-    task = np.asarray(token_task, dtype=np.int64)
-    is_o = np.asarray(token_is_o, dtype=bool)
-    s0 = np.asarray(span_start, dtype=np.int64)
-    s1 = np.asarray(span_end, dtype=np.int64)
-    lab = np.asarray(span_label, dtype=np.int64)
-    n_tok, n_span = len(tok), s0.shape[0]
-    span_score = np.zeros(n_span, dtype=np.float32)
-    token_score = np.zeros(n_tok, dtype=np.float32)
-    if n_span == 0 or n_tok == 0:
-        return span_score, token_score
-
-    lengths = s1 - s0
-    span_key = np.empty(n_span, dtype=object)
-    keys_by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for length in range(1, max_len + 1):
-        keys_by_len[length] = _ngram_keys(tok, task, length)
-        sel = lengths == length
-        if sel.any():
-            span_key[sel] = keys_by_len[length][0][s0[sel]]
-    long_spans = np.flatnonzero(lengths > max_len)
-    if long_spans.size:  # rare: join these few directly
-        toks = tok.to_numpy(dtype=object)
-        for i in long_spans.tolist():
-            span_key[i] = _SEP.join(toks[s0[i] : s1[i]])
-
-    spans = pd.DataFrame({"key": span_key, "label": lab})
-    n_fl = spans.groupby(["key", "label"], sort=False)["label"].transform("size").to_numpy()
-    n_lab = spans.groupby("key", sort=False)["label"].transform("size").to_numpy()
-    labelled_forms = pd.Index(pd.unique(span_key))
-    labelled_count = spans["key"].value_counts()
-
-    # all-O occurrences of labelled forms, per n-gram length
-    non_o = np.concatenate([[0], np.cumsum(~is_o)])
-    occ_pos: list[np.ndarray] = []
-    occ_len: list[np.ndarray] = []
-    occ_key: list[np.ndarray] = []
-    for length, (keys, valid) in keys_by_len.items():
-        pos = np.flatnonzero(valid)
-        pos = pos[non_o[pos + length] - non_o[pos] == 0]
-        if pos.size == 0:
-            continue
-        k = keys[pos]
-        hit = labelled_forms.get_indexer(k) >= 0
-        occ_pos.append(pos[hit])
-        occ_len.append(np.full(int(hit.sum()), length, dtype=np.int64))
-        occ_key.append(k[hit])
-    if occ_pos:
-        o_pos = np.concatenate(occ_pos)
-        o_len = np.concatenate(occ_len)
-        o_key = np.concatenate(occ_key)
-    else:
-        o_pos = o_len = np.zeros(0, dtype=np.int64)
-        o_key = np.zeros(0, dtype=object)
-    o_count = pd.Series(o_key, dtype=object).value_counts()
-
-    n_o_span = o_count.reindex(span_key, fill_value=0).to_numpy(dtype=np.float64)
-    n_f = n_lab + n_o_span
-    span_score[:] = ((n_f - n_fl) / n_f).astype(np.float32)
-
-    if o_pos.size:
-        lab_o = labelled_count.reindex(o_key).to_numpy(dtype=np.float64)
-        tot_o = lab_o + o_count.reindex(o_key).to_numpy(dtype=np.float64)
-        occ_score = (lab_o / tot_o).astype(np.float32)
-        # spread each occurrence's score over its tokens (max)
-        tok_idx = np.repeat(o_pos, o_len) + (
-            np.arange(int(o_len.sum())) - np.repeat(np.cumsum(o_len) - o_len, o_len)
-        )
-        np.maximum.at(token_score, tok_idx, np.repeat(occ_score, o_len))
-    return span_score, token_score
 
 
 def neighbour_disagreement(

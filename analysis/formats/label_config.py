@@ -12,6 +12,8 @@ children are the entity types, and a ``<Text name=... value="$key">`` tag that s
 
 from __future__ import annotations
 
+from analysis.exceptions import DataError
+
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -79,14 +81,14 @@ def parse_label_config(xml: str, *, from_name: str | None = None) -> LabelConfig
     if not isinstance(xml, str):
         raise TypeError(f"label config must be an XML string, got {type(xml).__name__}")
     if not xml.strip():
-        raise ValueError("label config is empty")
+        raise DataError("label config is empty")
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise ValueError(f"label config is not valid XML: {exc}") from None
+        raise DataError(f"label config is not valid XML: {exc}") from None
     blocks = [el for el in root.iter() if _tag(el) == "Labels"]
     if not blocks:
-        raise ValueError(
+        raise DataError(
             "label config has no <Labels> tag; an NER config needs "
             '<Labels name="label" toName="text"> with <Label value="..."/> children'
         )
@@ -94,37 +96,37 @@ def parse_label_config(xml: str, *, from_name: str | None = None) -> LabelConfig
     if from_name is not None:
         chosen = [b for b in blocks if b.get("name") == from_name]
         if not chosen:
-            raise ValueError(f"label config has no <Labels name={from_name!r}>; it has {names}")
+            raise DataError(f"label config has no <Labels name={from_name!r}>; it has {names}")
         block = chosen[0]
     elif len(blocks) > 1:
-        raise ValueError(
+        raise DataError(
             f"label config has {len(blocks)} <Labels> blocks {names}; choose one with from_name="
         )
     else:
         block = blocks[0]
     name = block.get("name")
     if not name:
-        raise ValueError("label config: <Labels> has no name attribute")
+        raise DataError("label config: <Labels> has no name attribute")
     to_attr = block.get("toName")
     if not to_attr:
-        raise ValueError(f"label config: <Labels name={name!r}> has no toName attribute")
+        raise DataError(f"label config: <Labels name={name!r}> has no toName attribute")
     texts = {str(el.get("name")): el for el in root.iter() if _tag(el) == "Text" and el.get("name")}
     targets = [t.strip() for t in to_attr.split(",") if t.strip()]
     matching = [t for t in targets if t in texts]
     if not matching:
-        raise ValueError(
+        raise DataError(
             f"label config: <Labels name={name!r}> has toName={to_attr!r} but there is no "
             f"<Text> tag with that name (Text tags: {sorted(texts)})"
         )
     if len(matching) > 1:
-        raise ValueError(
+        raise DataError(
             f"label config: <Labels name={name!r}> points at several Text tags {matching}; "
             "ner-quality needs exactly one"
         )
     to_name = matching[0]
     value = texts[to_name].get("value", "")
     if not value.startswith("$") or len(value) < 2:
-        raise ValueError(
+        raise DataError(
             f"label config: <Text name={to_name!r}> has value={value!r}; expected '$<data key>'"
         )
     labels: list[str] = []
@@ -134,15 +136,15 @@ def parse_label_config(xml: str, *, from_name: str | None = None) -> LabelConfig
             continue
         val = el.get("value")
         if not val:
-            raise ValueError(f"label config: a <Label> in <Labels name={name!r}> has no value")
+            raise DataError(f"label config: a <Label> in <Labels name={name!r}> has no value")
         if val in labels:
-            raise ValueError(f"label config: label {val!r} appears twice in <Labels name={name!r}>")
+            raise DataError(f"label config: label {val!r} appears twice in <Labels name={name!r}>")
         labels.append(val)
         alias = el.get("alias")
         if alias and alias != val:
             aliases[alias] = val
     if not labels:
-        raise ValueError(f"label config: <Labels name={name!r}> has no <Label> children")
+        raise DataError(f"label config: <Labels name={name!r}> has no <Label> children")
     return LabelConfig(name, to_name, tuple(labels), value[1:], aliases)
 
 
@@ -152,11 +154,11 @@ def read_label_config(path: str | Path, *, from_name: str | None = None) -> Labe
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: label config is not valid UTF-8 at byte {exc.start}") from None
+        raise DataError(f"{path}: label config is not valid UTF-8 at byte {exc.start}") from None
     try:
         return parse_label_config(text, from_name=from_name)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise DataError(f"{path}: {exc}") from None
 
 
 def as_label_config(config: str | Path | LabelConfig | None) -> LabelConfig | None:
@@ -195,14 +197,14 @@ def label_config_xml(
         raise TypeError("labels must be a sequence of label names, not a single string")
     labels = list(labels)
     if not labels:
-        raise ValueError("label_config_xml needs at least one label")
+        raise DataError("label_config_xml needs at least one label")
     if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate labels in {labels}")
+        raise DataError(f"duplicate labels in {labels}")
     for lab in labels:
         if not isinstance(lab, str) or not lab:
-            raise ValueError(f"labels must be non-empty strings, got {lab!r}")
+            raise DataError(f"labels must be non-empty strings, got {lab!r}")
     if not value.startswith("$"):
-        raise ValueError(f"value must look like '$<data key>', got {value!r}")
+        raise DataError(f"value must look like '$<data key>', got {value!r}")
     lines = ["<View>", f"  <Labels name={quoteattr(from_name)} toName={quoteattr(to_name)}>"]
     lines += [f"    <Label value={quoteattr(lab)}/>" for lab in labels]
     lines += [

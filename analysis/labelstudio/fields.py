@@ -3,10 +3,14 @@
 ``task.data`` holds what a data lead must filter or sort on in the Data Manager (it has no
 ``meta`` column; ``meta`` is only substring-searchable), every key prefixed ``nerq_`` so that
 ner-quality never touches an imported field.  ``task.meta["ner_quality"]`` holds the details
-(per-span DEP, error pairs, similar spans, version, time).  Human annotations are never written.
+in one versioned schema (:func:`task_meta`, :data:`META_FIELDS`): DEP and its category, error
+counts, every gold span with its DEP, suspected error, error type, the overlapping predictions
+and similar spans, the model's extra spans (ghosts), the alerts that flagged the task, who wrote
+it and when.  Human annotations are never written.
 
-Both writers build the ``data`` overlay with :func:`task_fields`, so a task scored by the ML
-backend and the same task pushed by ``ner-quality push`` carry identical fields.
+Both writers — the ML backend's live scoring and ``ner-quality push`` — build the ``data``
+overlay with :func:`task_fields` and the meta with :func:`task_meta`, so a task scored by the
+backend and the same task pushed carry the same keys.
 
 >>> fields = task_fields(0.8, {"correct": 3, "wrong_tag": 1, "ghost": 2}, "v1")
 >>> fields[DEP], fields[ERRORS], fields[WRONG_TAG], fields[MISSED], fields[MODEL_VERSION]
@@ -38,6 +42,10 @@ __all__ = [
     "task_fields",
     "check_data_keys",
     "check_meta_keys",
+    "META_SCHEMA",
+    "META_FIELDS",
+    "VOLATILE_META",
+    "task_meta",
 ]
 
 #: every ``task.data`` key ner-quality writes starts with this
@@ -163,3 +171,56 @@ def check_meta_keys(meta: Mapping[str, Any], *, where: str = "") -> None:
                 f"{where + ': ' if where else ''}meta key {key!r} is not ner-quality's "
                 f"(only {META_KEY!r} may be written)"
             )
+
+
+#: version of the ``meta["ner_quality"]`` schema (:func:`task_meta`)
+META_SCHEMA = 2
+#: the keys of ``meta["ner_quality"]``, in this order (None where a writer cannot know a value)
+META_FIELDS: tuple[str, ...] = (
+    "schema", "source", "model_version", "dep", "category", "errors", "spans", "ghosts",
+    "alerts", "annotation_id", "uncertainty", "confidence", "written_at",
+)
+#: meta keys that change on every write (ignored when deciding whether a write is needed)
+VOLATILE_META = frozenset({"written_at"})
+
+
+def task_meta(
+    *,
+    source: str,
+    model_version: str,
+    dep: float | None,
+    category: str | None,
+    errors: Mapping[str, int] | None,
+    spans: list[dict[str, Any]],
+    ghosts: list[dict[str, Any]],
+    alerts: list[str] | None,
+    annotation_id: int | None,
+    uncertainty: float | None,
+    confidence: float | None,
+    written_at: str,
+) -> dict[str, Any]:
+    """The ``task.meta["ner_quality"]`` value (schema :data:`META_SCHEMA`).
+
+    Parameters
+    ----------
+    source : ``"backend"`` (live scoring) or ``"push"`` (``ner-quality push``)
+    model_version : the model whose probabilities scored the task
+    dep, category : task DEP and its category (``easy`` / ``hard`` / ``mislabeled``)
+    errors : counts of every kind of :data:`analysis.errors.KINDS` against the model
+    spans : one record per gold span: ``start, end, text, label, dep, suspect, error,
+        predicted`` (overlapping predicted spans) and ``similar`` (spans of other tasks with
+        another label; empty when no span index was available)
+    ghosts : the model's spans that overlap no gold span: ``start, end, text, label, dep``
+    alerts : names of the dataset alerts that flagged the task (None: not analysed)
+    annotation_id : the scored annotation
+    uncertainty, confidence : normalised entropy / least-confident token of the prediction
+    written_at : UTC time of the write (ISO 8601)
+    """
+    if source not in ("backend", "push"):
+        raise ValueError(f"source must be 'backend' or 'push', got {source!r}")
+    values = {"schema": META_SCHEMA, "source": source, "model_version": model_version,
+              "dep": dep, "category": category,
+              "errors": None if errors is None else {k: int(v) for k, v in errors.items()},
+              "spans": spans, "ghosts": ghosts, "alerts": alerts, "annotation_id": annotation_id,
+              "uncertainty": uncertainty, "confidence": confidence, "written_at": written_at}
+    return {k: values[k] for k in META_FIELDS}

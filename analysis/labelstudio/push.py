@@ -1,54 +1,45 @@
 """What ``ner-quality push`` writes to Label Studio — computed, not sent.
 
-:func:`plan_push` turns an :class:`analysis.review.analyze.Analysis` into a :class:`PushPlan`:
+:func:`plan_push` turns an :class:`analysis.review.Analysis` into a :class:`PushPlan`:
 
 * per task, the ``task.data`` fields of :mod:`analysis.labelstudio.fields` (``nerq_dep``,
   ``nerq_errors``, ``nerq_wrong_tag``, ``nerq_span_shift``, ``nerq_missed``, ``nerq_ghost``,
-  ``nerq_model_version``) and ``task.meta["ner_quality"]`` (DEP, error counts, the alerts that
-  flagged the task, version);
+  ``nerq_model_version``) and ``task.meta["ner_quality"]`` in the schema the ML backend writes
+  too (:func:`analysis.labelstudio.fields.task_meta`: DEP, category, error counts, span records,
+  ghosts, the alerts that flagged the task);
 * one Data Manager view per alert, titled ``"Review: <alert name>"``, showing exactly the
   flagged tasks ordered by DEP (descending);
-* optionally (``suggest``) one prediction per flagged task with the model's alternative
-  labelling under its own ``model_version``.
+* optionally (``suggest``) one prediction per flagged task with the model's labelling under its
+  own ``model_version``.
 
 :func:`pending_updates` keeps only the task updates that would change something given the
-tasks as they are now (a second push of the same analysis writes nothing: no timestamps are
-compared).  The HTTP calls are made by ``ls_backend.commands.push`` through
-``analysis.labelstudio`` — the only module that talks to Label Studio.  Human annotations are never
-part of a plan.
+tasks as they are now (a second push of the same analysis writes nothing; the write time is
+ignored).  The HTTP calls are made by ``ls_backend.commands.push`` through
+:mod:`analysis.labelstudio` — the only package that talks to Label Studio.  Human annotations
+are never part of a plan.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "TaskUpdate",
-    "ViewPlan",
-    "PredictionPlan",
-    "PushPlan",
-    "plan_push",
-    "pending_updates",
-    "META_KEY",
-    "DEP_ORDERING",
-]
+from analysis.errors import KINDS
+from analysis.formats.ls_json import regions
+from analysis.labelstudio import fields as lsf
+from analysis.labelstudio.records import task_span_records
 
-from analysis.labelstudio import fields as _lsf
+__all__ = ["TaskUpdate", "ViewPlan", "PredictionPlan", "PushPlan", "plan_push", "pending_updates",
+           "view_changes", "META_KEY", "DEP_ORDERING"]
 
-META_KEY: str = _lsf.META_KEY
-F_DEP = _lsf.DEP
-F_ERRORS = _lsf.ERRORS
-F_KIND = _lsf.KIND_FIELDS
-F_VERSION = _lsf.MODEL_VERSION
+META_KEY: str = lsf.META_KEY
 #: Data Manager ordering of the review views: highest DEP first
-DEP_ORDERING: tuple[str, ...] = tuple(_lsf.DEP_ORDERING)
-#: meta keys that change on every write and are ignored when comparing
-VOLATILE_META = frozenset({"time", "analyzed_at"})
+DEP_ORDERING: tuple[str, ...] = tuple(lsf.DEP_ORDERING)
 
 
 @dataclass(frozen=True)
@@ -86,8 +77,8 @@ class PushPlan:
         return {
             "updates": [{"task_id": u.task_id, "data": u.data, "meta": {META_KEY: u.meta}}
                         for u in self.updates],
-            "views": [{"title": v.title, "task_ids": list(v.task_ids), "ordering": list(v.ordering)}
-                      for v in self.views],
+            "views": [{"title": v.title, "task_ids": list(v.task_ids),
+                       "ordering": list(v.ordering)} for v in self.views],
             "predictions": [{"task_id": p.task_id, "model_version": p.model_version,
                              "n_regions": len(p.result), "score": p.score}
                             for p in self.predictions],
@@ -95,15 +86,15 @@ class PushPlan:
 
 
 def _data_fields(dep: float | None, counts: dict[str, int] | None, version: str) -> dict[str, Any]:
-    """The ``task.data`` fields, from :func:`analysis.labelstudio.fields.task_fields` (same as the backend)."""
+    """The ``task.data`` fields (:func:`analysis.labelstudio.fields.task_fields` when complete)."""
     if dep is not None and counts is not None:
-        return dict(_lsf.task_fields(dep, counts, version))
-    data: dict[str, Any] = {F_VERSION: version}
+        return dict(lsf.task_fields(dep, counts, version))
+    data: dict[str, Any] = {lsf.MODEL_VERSION: version}
     if dep is not None:
-        data[F_DEP] = dep
+        data[lsf.DEP] = dep
     if counts is not None:
-        data[F_ERRORS] = int(sum(v for k, v in counts.items() if k != "correct"))
-        for k, f in F_KIND.items():
+        data[lsf.ERRORS] = int(sum(v for k, v in counts.items() if k != "correct"))
+        for k, f in lsf.KIND_FIELDS.items():
             data[f] = int(counts.get(k, 0))
     return data
 
@@ -112,6 +103,60 @@ def _round(x: float | None) -> float | None:
     if x is None or not math.isfinite(float(x)):
         return None
     return round(float(x), 4)
+
+
+def _updates(analysis: Any, model_version: str, flagged_by: Mapping[int, list[str]]
+             ) -> list[TaskUpdate]:
+    corpus, comp, dep = analysis.corpus, analysis.comparison, analysis.dep
+    ids = np.asarray(analysis.ids, dtype=np.int64)
+    task_dep = analysis.task_dep
+    errs = analysis.task_errors
+    records = task_span_records(
+        corpus, comp.alignment, comp.pred_chars,
+        gold_dep=None if dep is None else dep.gold_span_dep,
+        gold_suspect=None if dep is None else dep.gold_span_suspect,
+        pred_dep=None if dep is None else dep.pred_dep) if comp is not None else {}
+    category = None if dep is None else dep.category
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out = []
+    for i in range(corpus.n_tasks):
+        tid = int(ids[i])
+        d = None if task_dep is None else _round(task_dep[i])
+        row = None if errs is None else {k: int(v) for k, v in zip(KINDS, errs[i].tolist())}
+        spans, ghosts = records.get(i, ([], []))
+        meta = lsf.task_meta(
+            source="push", model_version=model_version, dep=d,
+            category=None if category is None else category[i], errors=row, spans=spans,
+            ghosts=ghosts, alerts=sorted(flagged_by.get(tid, [])), annotation_id=None,
+            uncertainty=None, confidence=None, written_at=now)
+        out.append(TaskUpdate(tid, _data_fields(d, row, model_version), meta))
+    return out
+
+
+def _suggestions(analysis: Any, dataset: Any, flagged: Iterable[int], version: str
+                 ) -> list[PredictionPlan]:
+    comp = analysis.comparison
+    if comp is None or comp.source != "model" or dataset is None:
+        raise ValueError("--suggest needs model predictions (--probs or --model)")
+    pos = {int(t): i for i, t in enumerate(np.asarray(analysis.ids).tolist())}
+    al, chars, conf = comp.alignment, comp.pred_chars, comp.pred_conf
+    bounds = np.searchsorted(al.pred.task, np.arange(analysis.corpus.n_tasks + 1))
+    from analysis.spans import Span
+
+    out = []
+    for tid in sorted(flagged):
+        if tid not in pos:
+            continue
+        i = pos[tid]
+        rows = list(range(int(bounds[i]), int(bounds[i + 1])))
+        spans = [Span(int(chars.start[r]), int(chars.end[r]), al.labels[int(al.pred.label[r])])
+                 for r in rows]
+        sc = [float(conf[r]) for r in rows]
+        result = regions(analysis.corpus.texts[i], spans, from_name=dataset.from_name,
+                         to_name=dataset.to_name, scores=sc, id_prefix=f"nerq{tid}_")
+        finite = [x for x in sc if math.isfinite(x)]
+        out.append(PredictionPlan(tid, result, float(min(finite)) if finite else None, version))
+    return out
 
 
 def plan_push(
@@ -126,79 +171,47 @@ def plan_push(
 
     Parameters
     ----------
-    analysis : analysis.review.analyze.Analysis over Label Studio tasks (ids are task ids)
+    analysis : analysis.review.Analysis over Label Studio tasks (ids are task ids)
     model_version : written to ``nerq_model_version`` and the meta
-    dataset : the analysed Dataset; needed for ``suggest`` (from_name / to_name / texts)
+    dataset : the analysed Dataset; needed for ``suggest`` (from_name / to_name)
     suggest : add the model's labelling of each flagged task as a prediction
     suggest_version : its ``model_version`` (default ``"<model_version>-suggest"``)
     """
     if getattr(analysis, "is_conll", False):
-        raise ValueError("push needs Label Studio tasks (task ids); this analysis is of a CoNLL file")
-    ids = np.asarray(analysis.ids, dtype=np.int64)
-    n = ids.shape[0]
-    dep = analysis.task_dep
-    errs = analysis.task_errors
-    from analysis.errors import KINDS
-
+        raise ValueError("push needs Label Studio tasks (task ids); this analysis is of a CoNLL "
+                         "file")
     flagged_by: dict[int, list[str]] = {}
     for a in analysis.alerts:
         for t in a.task_ids:
             flagged_by.setdefault(int(t), []).append(a.name)
-    plan = PushPlan()
-    for i in range(n):
-        tid = int(ids[i])
-        meta: dict[str, Any] = {"version": model_version, "alerts": sorted(flagged_by.get(tid, []))}
-        d = None if dep is None else _round(dep[i])
-        row = None if errs is None else {k: int(v) for k, v in zip(KINDS, errs[i].tolist())}
-        data = _data_fields(d, row, model_version)
-        if d is not None:
-            meta["dep"] = d
-        if row is not None:
-            meta["errors"] = row
-        plan.updates.append(TaskUpdate(tid, data, meta))
-    pos = {int(t): i for i, t in enumerate(ids.tolist())}
+    plan = PushPlan(updates=_updates(analysis, model_version, flagged_by))
+    dep = analysis.task_dep
+    pos = {int(t): i for i, t in enumerate(np.asarray(analysis.ids).tolist())}
     for a in analysis.alerts:
         if not a.task_ids:
             continue
         order = list(a.task_ids)
         if dep is not None:
-            order.sort(key=lambda t: (-(np.nan_to_num(dep[pos[t]], nan=-1.0) if t in pos else -1.0), t))
+            order.sort(key=lambda t: (-(np.nan_to_num(dep[pos[t]], nan=-1.0) if t in pos
+                                        else -1.0), t))
         plan.views.append(ViewPlan(a.view_title, tuple(int(t) for t in order), alert=a.name))
     if suggest:
-        cols = analysis.extra.get("columns") if hasattr(analysis, "extra") else None
-        if cols is None or cols.pred is None or dataset is None:
-            raise ValueError("--suggest needs model predictions (--probs or --model)")
-        version = suggest_version or f"{model_version}-suggest"
-        pred = cols.pred
-        conf = cols.pred_conf if cols.pred_conf is not None else np.full(len(pred), np.nan)
-        bounds = np.searchsorted(pred.task, np.arange(n + 1))
-        for tid in sorted(flagged_by):
-            if tid not in pos:
-                continue
-            i = pos[tid]
-            text = dataset.tasks[i].text
-            rows = range(int(bounds[i]), int(bounds[i + 1]))
-            result = [
-                {
-                    "id": f"nerq{tid}_{k}",
-                    "from_name": dataset.from_name,
-                    "to_name": dataset.to_name,
-                    "type": "labels",
-                    "value": {"start": int(pred.start[r]), "end": int(pred.end[r]),
-                              "text": text[int(pred.start[r]):int(pred.end[r])],
-                              "labels": [pred.labels[int(pred.label[r])]]},
-                    **({"score": float(conf[r])} if np.isfinite(conf[r]) else {}),
-                }
-                for k, r in enumerate(rows)
-            ]
-            sc = [float(conf[r]) for r in rows if np.isfinite(conf[r])]
-            plan.predictions.append(
-                PredictionPlan(tid, result, float(min(sc)) if sc else None, version))
+        plan.predictions = _suggestions(analysis, dataset, flagged_by,
+                                        suggest_version or f"{model_version}-suggest")
     return plan
 
 
 def _strip_volatile(meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (meta or {}).items() if k not in VOLATILE_META}
+    return {k: v for k, v in (meta or {}).items() if k not in lsf.VOLATILE_META}
+
+
+def _same_meta(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> bool:
+    """Whether a write of ``want`` would change ``have`` (similar spans an earlier write
+    found are kept, see :func:`analysis.labelstudio.records.keep_similar`)."""
+    from analysis.labelstudio.records import keep_similar
+
+    want = {**want, "spans": keep_similar(list(want.get("spans") or []), have)}
+    return _strip_volatile(have) == _strip_volatile(want)
 
 
 def pending_updates(
@@ -220,10 +233,7 @@ def pending_updates(
         data = t.get("data") or {}
         meta = (t.get("meta") or {}).get(META_KEY)
         same_data = all(data.get(k) == v for k, v in u.data.items())
-        # only our own keys count: the backend keeps its per-span details in the same dict
-        have = meta or {}
-        same_meta = all(have.get(k) == v for k, v in _strip_volatile(u.meta).items())
-        if not (same_data and same_meta):
+        if not (same_data and _same_meta(meta, u.meta)):
             out.append(u)
     return out
 

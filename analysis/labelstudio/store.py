@@ -2,8 +2,8 @@
 
 Location
 --------
-``<root>/<host>/<project>/store.sqlite3`` where ``<root>`` is ``$NERQ_CACHE_DIR`` (default
-``~/.cache/ner-quality``) and ``<host>`` is the Label Studio URL's ``host_port`` (or ``files``
+``<root>/<host>/<project>/store.sqlite3`` where ``<root>`` is the cache directory the caller
+passes (the CLI's ``NERQ_CACHE_DIR`` setting, default ``~/.cache/ner-quality``) and ``<host>`` is the Label Studio URL's ``host_port`` (or ``files``
 for stores filled from export files).  :func:`store_path` computes it.
 
 Schema
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sqlite3
 import time
@@ -60,29 +59,21 @@ __all__ = [
     "TaskSource",
     "SyncResult",
     "store_path",
-    "cache_root",
     "sync_project",
-    "CLOCK_SKEW_S",
+    "DEFAULT_CLOCK_SKEW_S",
 ]
 
-#: seconds subtracted from the local clock when setting the watermark (server/client skew);
-#: ``$NERQ_SYNC_SKEW_S`` overrides it
-CLOCK_SKEW_S = int(os.environ.get("NERQ_SYNC_SKEW_S", "300"))
+#: seconds subtracted from the local clock when setting the watermark (server/client skew)
+DEFAULT_CLOCK_SKEW_S = 300
 
 
-def cache_root() -> Path:
-    """``$NERQ_CACHE_DIR`` or ``~/.cache/ner-quality``."""
-    env = os.environ.get("NERQ_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ner-quality"
-
-
-def store_path(url: str | None, project: int | str, *, root: Path | None = None) -> Path:
+def store_path(url: str | None, project: int | str, *, root: str | Path) -> Path:
     """Path of the store for ``project`` on the Label Studio at ``url`` (None: files).
 
     >>> store_path("http://127.0.0.1:8080", 3, root=Path("/c")).as_posix()
     '/c/127.0.0.1_8080/3/store.sqlite3'
     """
-    root = cache_root() if root is None else Path(root)
+    root = Path(root)
     if url:
         netloc = urlparse(url if "://" in url else f"http://{url}").netloc or url
         host = re.sub(r"[^A-Za-z0-9._-]+", "_", netloc)
@@ -310,10 +301,10 @@ def sync_project(
         each page
     project_info : stored under ``state["project"]`` (label config, title, url)
     clock_skew_s : margin subtracted from the local clock for the watermark (default
-        :data:`CLOCK_SKEW_S`)
+        :data:`DEFAULT_CLOCK_SKEW_S`)
     """
     t0 = time.perf_counter()
-    skew = CLOCK_SKEW_S if clock_skew_s is None else clock_skew_s
+    skew = DEFAULT_CLOCK_SKEW_S if clock_skew_s is None else clock_skew_s
     run = store.get_state("run")
     resumed = run is not None
     if resumed:

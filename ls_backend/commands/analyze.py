@@ -6,12 +6,14 @@ without ``data.split``/``meta.split`` takes the file's stem, e.g. ``train``, as 
 
 Model output (optional; without it only annotation-side metrics and the stored predictions'
 errors are reported):
-``--probs P.npz --labels O,B-PER,...``  per-task probabilities, the ``ner-quality dep`` format;
+``--probs P.npz``  probabilities in the columnar format (``train --folds``, ``predict`` and
+``convert-probs`` write it; its tag order is stored in the file), or the older per-task format
+with ``--labels O,B-PER,...``;
 ``--model DIR``  the runtime predicts the probabilities (use a model that did not train on
 these tasks — e.g. cross-fitted — for meaningful DEP).
 
 ``--json`` prints exactly one object ``{"metrics", "alerts", "tasks"}``; otherwise a short
-text summary.  Environment: ``LABEL_STUDIO_URL`` (store location), ``NERQ_CACHE_DIR``.
+text summary.  Settings: ``LABEL_STUDIO_URL`` (store location), ``NERQ_CACHE_DIR``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -34,14 +35,15 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--project", type=int, metavar="ID", help="analyze the synced store of project ID")
     src.add_argument("--store", metavar="PATH", help="a store file written by ner-quality sync")
     src.add_argument("--data", nargs="+", metavar="FILE", help="dataset file(s): CoNLL or LS JSON")
-    p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+    p.add_argument("--url", default=None,
                    help="Label Studio URL (default $LABEL_STUDIO_URL; locates the store)")
     p.add_argument("--format", default="auto", choices=("auto", "conll", "ls-json", "json-min"))
     p.add_argument("--label-config", metavar="XML", help="labeling config (file or XML text)")
-    p.add_argument("--probs", metavar="P.npz", help="per-task probabilities (arr_0, arr_1, ...)")
-    p.add_argument("--labels", metavar="TAGS", help="tag columns of --probs (default O,B-L1,I-L1,...)")
+    p.add_argument("--probs", metavar="P.npz", help="probabilities (columnar .npz, see above)")
+    p.add_argument("--labels", metavar="TAGS",
+                   help="tag columns of an old-format --probs file (O,B-L1,I-L1,...)")
     p.add_argument("--model", metavar="DIR", help="model directory: predict the probabilities")
-    p.add_argument("--device", default="auto", help="device for --model (default auto)")
+    p.add_argument("--device", default=None, help="device for --model (default $DEVICE or auto)")
     p.add_argument("--zero-diagonal", action="store_true",
                    help="normalise the confusion matrix without its diagonal (errors only)")
     p.add_argument("--dup-threshold", type=float, default=0.95,
@@ -59,17 +61,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 @dataclasses.dataclass
 class Inputs:
+    """What ``analyze`` / ``report`` / ``push`` read: the dataset, its Label Studio origin and
+    the model output over it."""
+
     dataset: Any
     url: str | None
     project_id: int | None
-    probs: list[Any] | None = None
-    tags: list[str] | None = None
-    predictions: list[Any] | None = None
+    output: Any = None  # analysis.probs.ModelOutput
     span_vectors: Any = None
     dep_source: str | None = None
 
 
-def _concat(datasets: list[Any], names: list[str]) -> Any:
+def concat_datasets(datasets: list[Any], names: list[str]) -> Any:
+    """One dataset of several files' tasks; a task without a split gets its file's name."""
     from analysis.dataset import Dataset
 
     if len(datasets) == 1:
@@ -86,92 +90,136 @@ def _concat(datasets: list[Any], names: list[str]) -> Any:
                    to_name=first.to_name)
 
 
-def load_inputs(args: argparse.Namespace) -> Inputs:
-    """Dataset (+ probabilities / predictions) from the command-line inputs."""
+def _load_dataset(args: argparse.Namespace) -> tuple[Any, str | None, int | None]:
     from analysis.formats import from_ls_tasks, load
     from analysis.labelstudio.store import TaskStore, store_path
 
-    url = getattr(args, "url", None)
-    pid = None
+    settings = args.settings
+    url = args.url or settings.label_studio_url
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # data caveats are reported as alerts instead
         if args.data:
             ds_list = [load(f, format=args.format, label_config=args.label_config, strict=False)
                        for f in args.data]
-            ds = _concat(ds_list, [Path(f).stem for f in args.data])
+            return concat_datasets(ds_list, [Path(f).stem for f in args.data]), url, None
+        path = Path(args.store) if args.store else store_path(url, args.project,
+                                                              root=settings.cache_dir)
+        if not path.is_file():
+            raise ValueError(
+                f"no synced store at {path}; run `ner-quality sync --project {args.project}` "
+                "first (or pass --url / $LABEL_STUDIO_URL)")
+        with TaskStore(path) as st:
+            tasks = st.tasks()
+            info = st.get_state("project") or {}
+        if not tasks:
+            raise ValueError(f"the store {path} holds no tasks")
+        ds = from_ls_tasks(tasks, label_config=args.label_config or info.get("label_config"),
+                           strict=False)
+        pid = args.project if args.project is not None else info.get("id")
+        return ds, url or info.get("url"), pid
+
+
+def read_probs(path: str, labels: str | None, *, dataset: Any) -> Any:
+    """A probability file as a ModelOutput with its tag set (refuses to guess the tag order)."""
+    from analysis.exceptions import DataError
+    from analysis.probs import load_output
+    from analysis.tags import TagSet
+
+    tagset = None
+    if labels:
+        tags = [t.strip() for t in labels.split(",") if t.strip()]
+        if not tags:
+            raise ValueError("--labels is empty; give the tag list, e.g. O,B-PER,I-PER")
+        tagset = TagSet(tuple(tags))
+    out = load_output(path, tagset=tagset)
+    if out.tagset is None:
+        sidecar = Path(path).with_name("tags.txt")  # written next to old train --folds output
+        if sidecar.is_file():
+            tags = [t for t in sidecar.read_text(encoding="utf-8").split() if t]
+            out = out.with_tagset(TagSet(tuple(tags)))
+            log.info("%s: tag order from %s", path, sidecar)
         else:
-            path = Path(args.store) if args.store else store_path(url, args.project)
-            if not path.is_file():
-                raise ValueError(
-                    f"no synced store at {path}; run `ner-quality sync --project "
-                    f"{args.project}` first (or pass --url / $LABEL_STUDIO_URL)"
-                )
-            with TaskStore(path) as st:
-                tasks = st.tasks()
-                info = st.get_state("project") or {}
-            pid = args.project if args.project is not None else info.get("id")
-            url = url or info.get("url")
-            if not tasks:
-                raise ValueError(f"the store {path} holds no tasks")
-            cfg = args.label_config or info.get("label_config")
-            ds = from_ls_tasks(tasks, label_config=cfg, strict=False)
+            raise DataError(
+                f"{path}: the file does not say its tag order (old per-task format); pass "
+                f"--labels (e.g. {','.join(TagSet.for_labels(dataset.labels).tags)}) or convert "
+                f"it once: ner-quality convert-probs {path} NEW.npz --labels ...")
+    return out
+
+
+def legacy_note(inp: Inputs, path: str | None) -> None:
+    """Tell the user once how to convert an old-format probability file."""
+    if inp.output is not None and getattr(inp.output, "legacy", False) and path:
+        tags = ",".join(inp.output.tagset.tags)
+        print(f"note: {path} is in the old per-task format (slow to read at scale); convert it "
+              f"once: ner-quality convert-probs {path} {Path(path).with_suffix('')}-columnar.npz "
+              f"--labels {tags}", file=sys.stderr)
+
+
+def load_inputs(args: argparse.Namespace) -> Inputs:
+    """Dataset (+ model output) from the command-line inputs."""
+    ds, url, pid = _load_dataset(args)
     inp = Inputs(ds, url, pid)
     if args.probs and args.model:
         raise ValueError("give --probs or --model, not both")
     if args.probs:
-        from analysis.tags import tag_names
-        from analysis.dep import load_probs
-
-        inp.probs = load_probs(args.probs)
-        inp.tags = ([t.strip() for t in args.labels.split(",") if t.strip()] if args.labels
-                    else list(tag_names(ds.labels)))
+        inp.output = read_probs(args.probs, args.labels, dataset=ds)
         inp.dep_source = f"probabilities {args.probs}"
     elif args.model:
-        inp.predictions, inp.tags, inp.span_vectors = predict_with_model(
-            ds, args.model, device=args.device)
+        inp.output, inp.span_vectors = predict_with_model(
+            ds, args.model, device=args.device or args.settings.device)
         inp.dep_source = f"model {args.model}"
     return inp
 
 
-def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto") -> tuple[Any, ...]:
-    """Runtime predictions for every task (+ gold span embeddings for the span map)."""
+def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto") -> tuple[Any, Any]:
+    """Runtime probabilities of every task (+ gold span embeddings for the span map)."""
     import numpy as np
 
-    from analysis.dataset import token_spans
+    from analysis.probs import ModelOutput
+    from analysis.tags import TagSet
     from ls_backend.runtime import NerModel
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     model = NerModel.load(model_dir, labels=list(ds.labels), device=device)
-    gold_tok = [token_spans(t, "gold", warn=False) if t.gold else [] for t in ds.tasks]
-    preds = model.predict([t.tokens for t in ds.tasks], spans=gold_tok, progress=True)
+    corpus = ds.corpus
+    gold = corpus.gold_tokens
+    per_task = [[] for _ in range(corpus.n_tasks)]  # type: list[list[Any]]
+    from analysis.spans import TokenSpan
+
+    for t, a, b, lab in zip(gold.task.tolist(), gold.start.tolist(), gold.end.tolist(),
+                            gold.label.tolist()):
+        per_task[t].append(TokenSpan(a, b, gold.labels[lab]))
+    preds = model.predict([t.tokens for t in ds.tasks], spans=per_task, progress=True)
     embs = [p.extra_embeddings for p in preds if p.extra_embeddings is not None
             and len(p.extra_embeddings)]
     vecs = np.concatenate(embs) if embs else None
-    return preds, list(model.tags), vecs
+    out = ModelOutput.from_arrays([p.probs for p in preds], TagSet(model.tags, model.scheme))
+    return out, vecs
 
 
 def run_analysis(args: argparse.Namespace) -> tuple[Any, Inputs]:
-    from analysis.review.analyze import analyze_dataset
+    from analysis.dep import compute_dep
+    from analysis.review import analyze
 
     inp = load_inputs(args)
-    res = analyze_dataset(
-        inp.dataset, probs=inp.probs, tags=inp.tags, predictions=inp.predictions,
-        dep_source=inp.dep_source, zero_diagonal=args.zero_diagonal,
-        dup_threshold=args.dup_threshold, seed=args.seed,
-    )
+    corpus = inp.dataset.corpus
+    dep = None
+    if inp.output is not None and corpus.annotated.any():
+        dep = compute_dep(corpus, inp.output)
+    res = analyze(corpus, dep=dep, dep_source=inp.dep_source, zero_diagonal=args.zero_diagonal,
+                  dup_threshold=args.dup_threshold, seed=args.seed)
     return res, inp
 
 
 def summary_text(res: Any) -> str:
-    m = res.metrics
+    m = res.metrics.to_dict()
     lines = [f"{m['n_tasks']} tasks, {m['n_annotated']} annotated, {m['n_gold_spans']} gold spans"]
     if "prf" in m:
         lines.append(f"micro F1 vs predictions: {m['prf']['micro avg']['f1-score']:.3f}")
     if "dep" in m:
         d = m["dep"]
         th = "n/a" if d["threshold"] is None else f"{d['threshold']:.3f}"
-        lines.append(f"DEP: mean {d['mean']}, threshold {th}, above: {d['n_above_threshold']}")
+        mean = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
+        lines.append(f"DEP: mean {mean}, threshold {th}, above: {d['n_above_threshold']}")
     lines.append(f"{len(res.alerts)} alert(s), {m.get('n_flagged_tasks', 0)} flagged task(s):")
     for a in res.alerts:
         ids = ", ".join(str(t) for t in a.task_ids[:10]) + (" ..." if len(a.task_ids) > 10 else "")
@@ -180,10 +228,11 @@ def summary_text(res: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    res, _ = run_analysis(args)
+    res, inp = run_analysis(args)
     if args.json:
-        json.dump(res.to_dict(), sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        # json.dumps, not json.dump: only the one-shot encoder runs in C
+        sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
     else:
         print(summary_text(res))
+    legacy_note(inp, args.probs)
     return 0

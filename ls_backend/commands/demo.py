@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_demo(args.out, folds=args.folds, epochs=args.epochs, lr=args.lr,
                    batch_size=args.batch_size,
                    with_label_studio=args.with_label_studio, keep_running=args.keep_running,
-                   seed=args.seed)
+                   seed=args.seed, label_studio_url=args.settings.label_studio_url,
+                   label_studio_api_key=args.settings.label_studio_api_key)
     print(res["report"])
     return 0

@@ -1,11 +1,12 @@
 """``ner-quality dep``: Data Error Potential of every annotated task from saved probabilities.
 
-``--probs`` is an ``.npz`` written by ``numpy.savez(path, *arrays)``: ``arr_0, arr_1, ...`` one
-``(n_tokens, n_tags)`` array per task (or per annotated task) in task order, columns in the order
-of ``--labels`` (the TAG list, e.g. ``O,B-PER,I-PER,B-LOC,I-LOC``; default
-``tag_names(dataset labels)``).  Repeat ``--probs`` for several training epochs: the margin is
-averaged over all of them (AUM) and the LAST file is the final model (argmax predictions, error
-types).
+``--probs`` is a probability file in the columnar format (``train --folds``, ``predict
+--probs`` and ``convert-probs`` write it; it stores its tag order and scheme), or the older
+per-task format (``numpy.savez(path, *arrays)``: ``arr_0, arr_1, ...`` one ``(n_tokens, n_tags)``
+array per task or per annotated task) together with ``--labels`` (the TAG list, e.g.
+``O,B-PER,I-PER,B-LOC,I-LOC``): the tag order is never guessed.  Repeat ``--probs`` for several
+training epochs: the margin is averaged over all of them (AUM) and the LAST file is the final
+model (argmax predictions, error types).
 
 Output: JSON lines on stdout (or ``--out FILE``), one object per task with ``index``, ``id``,
 ``dep`` (null for unannotated tasks), ``category`` (easy / hard / mislabeled), ``errors`` and
@@ -23,10 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any, cast
-
-if TYPE_CHECKING:
-    import numpy as np
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,12 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         required=True,
         action="append",
         metavar="P.npz",
-        help="per-task probabilities (.npz, arr_0..); repeat for epochs, last = final model",
+        help="probabilities (.npz, see above); repeat for epochs, the last is the final model",
     )
     p.add_argument(
         "--labels",
         metavar="TAGS",
-        help="comma-separated tag list = column order of the arrays (default O,B-L1,I-L1,...)",
+        help="tag list (column order) of an old-format --probs file, e.g. O,B-PER,I-PER",
     )
     p.add_argument(
         "--format",
@@ -82,60 +80,54 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def build(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Run the scoring: ``(task records, thresholds, summary)``."""
-    from analysis.tags import tag_names
-    from analysis.dep import compute_dep, load_probs
+    from analysis.dep import compute_dep
     from analysis.dep.errormodel import ErrorModel
+    from analysis.exceptions import DataError
     from analysis.formats import load
+
+    from .analyze import read_probs
 
     if args.error_model and args.scorer != "model":
         raise ValueError("--error-model needs --scorer model")
     em = ErrorModel.load(args.error_model) if args.error_model else None
-
     ds = load(args.data, format=args.format, label_config=args.label_config)
-    if args.labels:
-        tags = [t.strip() for t in args.labels.split(",") if t.strip()]
-        if not tags:
-            raise ValueError("--labels is empty; give the tag list, e.g. O,B-PER,I-PER")
-    else:
-        tags = list(tag_names(ds.labels))
-    sets = []
-    for path in args.probs:
-        arrays = load_probs(path)
-        sets.append((path, arrays))
-    final_path, final = sets[-1]
-    epochs = [a for _, a in sets] if len(sets) > 1 else None
+    outputs = [read_probs(path, args.labels, dataset=ds) for path in args.probs]
+    args._legacy = [p for p, o in zip(args.probs, outputs) if o.legacy]
+    final_path, final = args.probs[-1], outputs[-1]
     try:
-        # load_probs gives None for tasks without probabilities; compute_dep accepts those
-        # (unannotated tasks) and raises a ValueError naming the task otherwise
-        res = compute_dep(ds, cast("list[np.ndarray]", final), tags=tags,
-                          epochs_probs=cast("list[list[np.ndarray]] | None", epochs),
+        res = compute_dep(ds.corpus, final, epochs_probs=outputs if len(outputs) > 1 else None,
                           aggregate=args.aggregate, scorer=args.scorer, error_model=em)
-    except ValueError as exc:
-        raise ValueError(f"{final_path}: {exc}") from None
+    except DataError as exc:
+        raise DataError(f"{final_path}: {exc}") from None
     summary = res.summary()
     summary.update({"data": str(args.data), "probs": [str(p) for p in args.probs],
-                    "tags": list(tags), "epochs": len(sets)})
-    return res.task_records(ds.tasks), res.thresholds.to_dict(), summary
+                    "tags": list(res.tags), "scheme": res.tagset.scheme if res.tagset else None,
+                    "epochs": len(outputs)})
+    return res.task_records(), res.thresholds.to_dict(), summary
+
+
+def _legacy_notes(args: argparse.Namespace) -> None:
+    for path in getattr(args, "_legacy", []):
+        print(f"note: {path} is in the old per-task format (slow to read at scale); convert it "
+              f"once: ner-quality convert-probs {path} NEW.npz --labels {args.labels}",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     records, thresholds, summary = build(args)
     if args.json:
-        json.dump({"tasks": records, "thresholds": thresholds, "summary": summary},
-                  sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
-        return 0
-    if args.out:
+        sys.stdout.write(json.dumps({"tasks": records, "thresholds": thresholds,
+                                     "summary": summary}, ensure_ascii=False) + "\n")
+    elif args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
         print(
             f"wrote {len(records)} task scores to {args.out}; thresholds easy<"
             f"{thresholds['easy']:.3f} mislabeled>={thresholds['mislabeled']:.3f}; "
             f"{summary['categories']['mislabeled']} likely mislabeled",
             file=sys.stderr,
         )
-        return 0
-    for rec in records:
-        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
+    _legacy_notes(args)
     return 0

@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="model directory (ner-quality train) or local HF token-classification model")
     add_data_arguments(p, required=False)
     p.add_argument("--out", default=None, metavar="PREDS_JSON", help="output file")
+    p.add_argument("--probs", default=None, metavar="P.npz",
+                   help="also write the per-token probabilities (columnar .npz with the tag "
+                   "order), the input of dep / analyze / report / push")
     p.add_argument("--project", type=int, default=None,
                    help="instead of --data/--out: pre-annotate a whole Label Studio project through "
                    "LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (batched, resumable, no duplicates)")
@@ -64,14 +67,15 @@ def parse_label_map(items: list[str]) -> dict[str, str]:
 def predictions_json(ds: Any, preds: list[Any], version: str) -> list[dict[str, Any]]:
     """Label Studio tasks for ``ds`` with one prediction each (see the module docstring)."""
     from analysis.formats import to_ls_tasks
-    from ls_backend.service.scoring import regions
+    from analysis.formats import regions
 
     tasks = to_ls_tasks(ds, format="ls-json")
     for task, t, p in zip(tasks, ds.tasks, preds):
         task["predictions"] = [{
             "model_version": version,
             "score": round(float(p.score), 6),
-            "result": regions(t.text, p.spans, p.span_scores, ds),
+            "result": regions(t.text, p.spans, from_name=ds.from_name, to_name=ds.to_name,
+                              scores=p.span_scores, id_prefix="nerq"),
         }]
     return tasks
 
@@ -90,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     model = NerModel.load(
         # the labeling config defines the allowed labels; without one, keep the model's types
         args.model, labels=list(ds.labels) if args.label_config else None,
-        label_map=parse_label_map(args.label_map) or None, device=args.device,
+        label_map=parse_label_map(args.label_map) or None,
+        device=args.device or args.settings.device,
     )
     if not model.trained:
         logger.warning("model %s has an untrained head: predictions are random", args.model)
@@ -100,7 +105,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+    if args.probs:
+        from analysis.probs import ModelOutput, save_output
+        from analysis.tags import TagSet
+
+        save_output(args.probs, ModelOutput.from_arrays([p.probs for p in preds],
+                                                        TagSet(model.tags, model.scheme)))
     n_spans = sum(len(p.spans) for p in preds)
     print(json.dumps({"out": str(out), "tasks": len(tasks), "spans": n_spans,
-                      "model_version": model.version}))
+                      "model_version": model.version, "probs": args.probs}))
     return 0

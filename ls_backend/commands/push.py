@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from .analyze import add_input_args, run_analysis
@@ -44,9 +43,9 @@ def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str
                *, dry_run: bool = False) -> dict[str, Any]:
     """Send the changed parts of ``plan``; returns what was (or would be) written."""
     from analysis.labelstudio.push import META_KEY, pending_updates
+    from analysis.labelstudio.records import keep_similar
 
     todo = pending_updates(plan, current)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     summary: dict[str, Any] = {
         "project": project_id,
         "tasks_changed": [u.task_id for u in todo],
@@ -62,7 +61,7 @@ def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str
         return summary
     for u in todo:
         have = ((current.get(u.task_id) or {}).get("meta") or {}).get(META_KEY) or {}
-        meta = {**have, **u.meta, "analyzed_at": now}
+        meta = {**u.meta, "spans": keep_similar(list(u.meta.get("spans") or []), have)}
         api.merge_task_fields(u.task_id, data=u.data, meta={META_KEY: meta})
     for v in plan.views:
         api.upsert_view(project_id, v.title, task_ids=list(v.task_ids), ordering=list(v.ordering))
@@ -86,8 +85,6 @@ def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from analysis.labelstudio.push import plan_push
     from analysis.labelstudio.store import TaskStore, store_path
 
@@ -100,17 +97,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the store does not name its project; pass --project ID")
     plan = plan_push(res, model_version=args.model_version, dataset=inp.dataset,
                      suggest=args.suggest)
-    path = store_path(args.url, args.project) if args.store is None else args.store
+    path = (store_path(inp.url, args.project, root=args.settings.cache_dir) if args.store is None
+            else args.store)
     with TaskStore(path) as st:
         current = {int(t["id"]): t for t in st.tasks()}
-    api = None if args.dry_run else make_api(inp.url, args.api_key or os.environ.get("LABEL_STUDIO_API_KEY"))
+    api = None if args.dry_run else make_api(
+        inp.url, args.api_key or args.settings.label_studio_api_key)
     summary = apply_plan(api, inp.project_id, plan, current, dry_run=args.dry_run)
     if not args.dry_run:
         # keep the store in step with what Label Studio now holds
         from analysis.labelstudio.store import sync_project
 
         with TaskStore(path) as st:
-            sync_project(api, inp.project_id, st, progress=False)
+            sync_project(api, inp.project_id, st, progress=False,
+                         clock_skew_s=args.settings.sync_skew_s)
     if args.json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")

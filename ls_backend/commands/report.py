@@ -47,24 +47,24 @@ def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                  ls_url: str | None = None, title: str | None = None, seed: int = 0) -> Path:
     from analysis.review.report import span_map, write_csv, write_report
 
-    cols = res.extra.get("columns")
+    corpus = res.corpus
+    gold = corpus.gold.chars
     smap = None
-    if cols is not None and len(cols.gold):
-        labels = [cols.gold.labels[j] for j in cols.gold.label.tolist()]
+    if len(gold):
+        labels = [gold.labels[j] for j in gold.label.tolist()]
         vecs = inp.span_vectors
         if vecs is None or len(vecs) != len(labels):
-            vecs = span_vectors_tfidf([str(x) for x in cols.gold_text], seed=seed)
-        dep = cols.span_dep
+            vecs = span_vectors_tfidf([str(x) for x in corpus.gold_text], seed=seed)
+        dep = None if res.dep is None else res.dep.gold_span_dep
         if dep is None and res.task_dep is not None:
-            dep = res.task_dep[cols.gold.task]
-        smap = span_map(vecs, labels, dep=dep, task_ids=cols.ids[cols.gold.task],
-                        texts=list(cols.gold_text), seed=seed)
+            dep = res.task_dep[gold.task]
+        smap = span_map(vecs, labels, dep=dep, task_ids=corpus.ids[gold.task],
+                        texts=list(corpus.gold_text), seed=seed)
     url = ls_url or inp.url
     d = res.to_dict()
     # the flagged-task table shows a snippet of each text
-    if cols is not None and cols.texts is not None:
-        for t in d["tasks"]:
-            t["text"] = cols.texts[t["index"]][:120]
+    for t in d["tasks"]:
+        t["text"] = corpus.texts[t["index"]][:120]
     path = write_report(d, out, ls_url=url, project_id=inp.project_id, spanmap=smap,
                         title=title or "ner-quality report")
     if csv:
@@ -73,7 +73,10 @@ def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
 
 
 def run(args: argparse.Namespace) -> int:
+    from .analyze import legacy_note
+
     res, inp = run_analysis(args)
+    legacy_note(inp, args.probs)
     path = build_report(res, inp, out=args.out, csv=args.csv, ls_url=args.ls_url,
                         title=args.title, seed=args.seed)
     print(str(Path(path).resolve()))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--project", type=int, metavar="ID", help="Label Studio project id")
     p.add_argument("--from-file", metavar="FILE", help="fill the store from an export / CoNLL file")
-    p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"))
-    p.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"))
+    p.add_argument("--url", default=None, help="Label Studio URL (default $LABEL_STUDIO_URL)")
+    p.add_argument("--api-key", default=None, help="API token (default $LABEL_STUDIO_API_KEY)")
     p.add_argument("--store", metavar="PATH", help="store file (default: under $NERQ_CACHE_DIR)")
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--full", action="store_true", help="ignore the watermark, fetch everything")
@@ -37,26 +36,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def tasks_from_file(path: str, *, label_config: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def tasks_from_file(path: str, *, label_config: str | None = None
+                    ) -> tuple[list[dict[str, Any]], str | None]:
     """Label Studio task dicts (with ids) and a label config from an export or CoNLL file."""
-    import tempfile
-
-    from analysis.formats import load, save
+    from analysis.formats import load, to_ls_tasks
+    from analysis.formats.conll import read_bytes
+    from analysis.formats.files import detect_format, parse_json
     from analysis.formats.label_config import label_config_xml
 
-    text = Path(path).read_text(encoding="utf-8-sig")
-    head = text.lstrip()[:1]
-    if head in ("[", "{"):
-        raw = json.loads(text) if head == "[" else [json.loads(x) for x in text.splitlines() if x.strip()]
-        if isinstance(raw, dict):
-            raw = [raw]
-        tasks = [dict(t) for t in raw]
+    raw = read_bytes(path)
+    text = raw.decode("utf-8")
+    if detect_format(text) == "json":
+        tasks = [dict(t) for t in parse_json(text, str(path))]
     else:
         ds = load(path, format="conll", label_config=label_config)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "x.json"
-            save(ds, out, format="ls-json")
-            tasks = json.loads(out.read_text(encoding="utf-8"))
+        tasks = to_ls_tasks(ds)
         if label_config is None:
             label_config = label_config_xml(ds.labels)
     for i, t in enumerate(tasks):
@@ -91,9 +85,13 @@ def project_info(api: Any, pid: int, url: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from analysis.labelstudio.store import TaskStore, store_path
 
+    settings = args.settings
+    url = args.url or settings.label_studio_url
+    key = args.api_key or settings.label_studio_api_key
     if args.from_file:
         tasks, cfg = tasks_from_file(args.from_file, label_config=args.label_config)
-        path = Path(args.store) if args.store else store_path(None, args.project or Path(args.from_file).stem)
+        path = Path(args.store) if args.store else store_path(None, args.project or Path(args.from_file).stem,
+                                                          root=settings.cache_dir)
         with TaskStore(path) as st:
             n = st.replace_all(tasks)
             st.set_state("project", {"id": args.project, "url": None, "label_config": cfg,
@@ -104,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --project ID (or --from-file FILE)")
         from analysis.labelstudio.store import sync_project
 
-        api = make_api(args.url, args.api_key)
-        path = Path(args.store) if args.store else store_path(args.url, args.project)
+        api = make_api(url, key)
+        path = Path(args.store) if args.store else store_path(url, args.project,
+                                                              root=settings.cache_dir)
         with TaskStore(path) as st:
             res = sync_project(api, args.project, st, page_size=args.page_size, full=args.full,
                                progress=not args.no_progress,
-                               project_info=project_info(api, args.project, args.url))
+                               project_info=project_info(api, args.project, url),
+                               clock_skew_s=settings.sync_skew_s)
         out = {"store": str(path), **res.to_dict()}
     if args.json:
         json.dump(out, sys.stdout)

@@ -8,9 +8,9 @@ after the last finished epoch; ``--no-resume`` starts over).
 
 With ``--folds K`` it also cross-fits: K models, each trained on K-1 parts of the annotated
 tasks, predict the held-out part, and ``MODEL_DIR/oof_probs.npz`` holds the out-of-sample
-probabilities: ``arr_i`` = task ``i`` of the input, ``(n_tokens, n_tags)`` float32, NaN-filled for
-unannotated tasks (``annotated`` = boolean mask per task); columns are ``MODEL_DIR/tags.txt``
-(one tag per line; entity types in ``labels.txt``).
+probabilities in the columnar format of :mod:`analysis.probs` (one float32 matrix, task offsets,
+which tasks have probabilities — the annotated ones —, the tag order and scheme); the tags are
+also in ``MODEL_DIR/tags.txt`` and the entity types in ``labels.txt``.
 
 The backbone is ``--model`` or ``$MODEL_NAME`` (a local path or cached Hugging Face name, never
 downloaded), else the packaged MiniLM (uncased).  Prints one JSON summary line on stdout.
@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def add_data_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
     p.add_argument("--label-config", metavar="XML", help="labeling config (file or XML text)")
     p.add_argument("--scheme", help="CoNLL tag scheme; detected when omitted")
     p.add_argument("--limit", type=_positive, metavar="N", help="use only the first N tasks")
-    p.add_argument("--device", default=os.environ.get("DEVICE", "auto"),
+    p.add_argument("--device", default=None,
                    help="auto, cpu, cuda or cuda:N (default: $DEVICE or auto)")
 
 
@@ -71,8 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_data_arguments(p)
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
-    p.add_argument("--model", default=os.environ.get("MODEL_NAME") or None,
-                   metavar="NAME_OR_PATH",
+    p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="backbone or model to start from (default: $MODEL_NAME or packaged MiniLM)")
     p.add_argument("--epochs", type=_positive, default=3, help="epochs (default 3)")
     p.add_argument("--folds", type=int, default=0, metavar="K",
@@ -90,9 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from analysis.tags import tag_names
+    from analysis.probs import ModelOutput, save_output
+    from analysis.tags import TagSet
     from ls_backend.runtime import crossfit, train
 
     if args.folds and args.folds < 2:
@@ -100,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     ds = load_data(args)
     out = Path(args.out)
     common: dict[str, Any] = {
-        "model": args.model, "epochs": args.epochs, "lr": args.lr,
-        "batch_size": args.batch_size, "device": args.device, "max_steps": args.max_steps,
+        "model": args.model or args.settings.model_name, "epochs": args.epochs, "lr": args.lr,
+        "batch_size": args.batch_size, "device": args.device or args.settings.device,
+        "max_steps": args.max_steps,
         "max_length": args.max_length, "progress": args.progress,
     }
     result = train(ds, out, seed=args.seed, resume=not args.no_resume,
@@ -114,13 +112,10 @@ def run(args: argparse.Namespace) -> int:
     if args.folds:
         oof = crossfit(ds, folds=args.folds, seed=args.seed, out_dir=out / "folds",
                        resume=not args.no_resume, **common)
-        tags = tag_names(ds.labels)
-        arrays: dict[str, Any] = {}
-        for i, (t, p) in enumerate(zip(ds.tasks, oof)):
-            arrays[f"arr_{i}"] = (p if p is not None
-                                  else np.full((len(t.tokens), len(tags)), np.nan, np.float32))
-        annotated = np.array([p is not None for p in oof], dtype=bool)
-        np.savez(out / "oof_probs.npz", annotated=annotated, **arrays)
+        tagset = TagSet.for_labels(ds.labels)
+        output = ModelOutput.from_arrays(oof, tagset)
+        save_output(out / "oof_probs.npz", output)
+        tags = tagset.tags
         (out / "tags.txt").write_text("\n".join(tags) + "\n", encoding="utf-8")
         (out / "labels.txt").write_text("\n".join(ds.labels) + "\n", encoding="utf-8")
         try:
@@ -129,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
             pass
         summary["oof_probs"] = str(out / "oof_probs.npz")
         summary["folds"] = args.folds
-        logger.info("wrote out-of-sample probabilities for %d tasks", int(annotated.sum()))
+        logger.info("wrote out-of-sample probabilities for %d tasks", int(output.has.sum()))
     print(json.dumps(summary, default=float))
     return 0

@@ -2,7 +2,7 @@
 
 Tasks are read page by page through :mod:`analysis.labelstudio` (the only module that talks to
 Label Studio), predicted in one batched model pass per page, and each prediction is created
-with the same rules as the ML backend: the regions of :func:`ls_backend.service.scoring.regions`, the
+with the same rules as the ML backend: the regions of :func:`analysis.formats.regions`, the
 task ``score`` (least-confident token probability) and ONE ``model_version`` per model.
 
 * **No duplicates / resumable**: a task that already carries a prediction with this
@@ -89,6 +89,7 @@ def predict_project(
     dict with ``project, model_version, tasks, predicted, skipped_existing, failed,
     errors`` (first 20 messages), ``seconds``.
     """
+    from analysis.formats import regions
     from analysis.formats.label_config import parse_label_config
 
     from ls_backend.service import scoring
@@ -133,7 +134,9 @@ def predict_project(
                     logger.warning("project %s: %s", pid, msg)
                 preds = m.predict([t.tokens for t in prepared.dataset.tasks], batch_tokens=4096)
                 for task, pred in zip(prepared.dataset.tasks, preds):
-                    result = scoring.regions(task.text, pred.spans, pred.span_scores, config)
+                    result = regions(task.text, pred.spans, from_name=config.from_name,
+                                     to_name=config.to_name, scores=pred.span_scores,
+                                     id_prefix="nerq")
                     try:
                         api.create_prediction(task.id, result, score=round(float(pred.score), 6),
                                               model_version=version)
@@ -160,7 +163,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     Prints the summary as one JSON object on stdout; exit 1 when some tasks failed.
     """
-    settings = Settings.from_env()
+    settings = getattr(args, "settings", None) or Settings.from_env()
     summary = predict_project(
         settings, args.project, batch_size=getattr(args, "batch_size", None) or 64,
         progress=bool(getattr(args, "progress", True)), model=getattr(args, "model", None),

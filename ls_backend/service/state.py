@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import BadRequest
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ProjectState", "StateStore", "project_id", "base_version", "TRAIN_STATUSES"]
@@ -45,19 +47,19 @@ def project_id(raw: object) -> str:
     >>> project_id("../etc")
     Traceback (most recent call last):
     ...
-    ValueError: project: '../etc' is not a valid project id (letters, digits, _ and - only)
+    ls_backend.service.errors.BadRequest: project: '../etc' is not a valid project id (letters, digits, _ and - only)
     """
     if isinstance(raw, dict):
         raw = raw.get("id")
     if raw is None or isinstance(raw, bool):
-        raise ValueError("project: missing project id")
+        raise BadRequest("project: missing project id")
     if isinstance(raw, int):
         return str(raw)
     if not isinstance(raw, str):
-        raise TypeError(f"project: expected a string or integer id, got {type(raw).__name__}")
+        raise BadRequest(f"project: expected a string or integer id, got {type(raw).__name__}")
     pid = raw.split(".", 1)[0].strip()
     if not _PID_RE.fullmatch(pid):
-        raise ValueError(
+        raise BadRequest(
             f"project: {raw!r} is not a valid project id (letters, digits, _ and - only)"
         )
     return pid

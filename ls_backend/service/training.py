@@ -1,0 +1,173 @@
+"""Background training of a project's model.
+
+At most one training per project (a second request while one runs is remembered and runs
+afterwards) and one at a time per process (they share the CPU/GPU).  Requests keep being served
+by the previous version; the new version is loaded, indexed and scored *before* it is switched
+in atomically (state file replaced, then the cache key changes); its scores are then written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .queue import ScoreJob
+from .state import ProjectState, project_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backend import Backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Trainer"]
+
+
+def _fresh_dir(path: Path) -> Path:
+    if not path.exists():
+        return path
+    i = 1
+    while path.with_name(f"{path.name}-{i}").exists():
+        i += 1
+    return path.with_name(f"{path.name}-{i}")
+
+
+class Trainer:
+    """Trainings of every project of one backend process."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._lock = threading.Lock()  # one training at a time per process
+        self._threads: dict[str, threading.Thread] = {}
+        self._again: set[str] = set()
+        self._meta_lock = threading.Lock()
+
+    def start(self, pid: str, *, reason: str,
+              tasks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Start a background training of ``pid`` unless one runs (then run once more after).
+
+        ``tasks``: annotated tasks to train on (legacy ``/train`` payload); ``None`` pulls them
+        from Label Studio through the adapter.
+        """
+        pid = project_id(pid)
+        store = self.backend.store
+        with self._meta_lock:
+            running = self._threads.get(pid)
+            if running is not None and running.is_alive():
+                self._again.add(pid)
+                logger.info("project %s: training already running; another run queued (%s)",
+                            pid, reason)
+                st = store.get(pid)
+                return {**(st.train if st else {}), "rerun_queued": True}
+            st = store.update(pid, lambda s: s.train.update(
+                status="queued", reason=reason, queued_at=time.time(), error=None))
+            t = threading.Thread(target=self._thread, args=(pid, tasks),
+                                 name=f"nerq-train-{pid}", daemon=True)
+            self._threads[pid] = t
+            t.start()
+        logger.info("project %s: training queued (%s)", pid, reason)
+        return dict(st.train)
+
+    def _thread(self, pid: str, tasks: list[dict[str, Any]] | None) -> None:
+        while True:
+            with self._lock:
+                try:
+                    self._train(pid, tasks)
+                except Exception as exc:  # a failed training is recorded, the server goes on
+                    logger.error("project %s: training failed: %s\n%s", pid, exc,
+                                 traceback.format_exc())
+                    self.backend.record_error(f"project {pid} training", exc)
+                    err = f"{type(exc).__name__}: {exc}"
+
+                    def failed(s: ProjectState, err: str = err) -> None:
+                        s.train.update(status="failed", error=err, finished_at=time.time())
+
+                    self.backend.store.update(pid, failed)
+            with self._meta_lock:
+                if pid not in self._again:
+                    self._threads.pop(pid, None)
+                    return
+                self._again.discard(pid)
+            tasks = None  # the rerun pulls fresh tasks
+            self.backend.store.update(pid, lambda s: s.train.update(status="queued",
+                                                                    reason="rerun"))
+
+    def _annotated(self, pid: str, tasks: list[dict[str, Any]] | None) -> list[Any]:
+        if tasks is None:
+            tasks = []
+            for page in self.backend.api.iter_tasks(int(pid) if pid.isdigit() else pid):
+                tasks.extend(t for t in page if t.get("annotations"))
+        return [t for t in tasks if isinstance(t, dict) and t.get("annotations")]
+
+    def _train(self, pid: str, tasks: list[dict[str, Any]] | None) -> None:
+        from ls_backend.runtime import NerModel
+        from ls_backend.runtime import train as runtime_train
+
+        from . import index as span_index
+        from . import scoring
+
+        b, settings = self.backend, self.backend.settings
+        t0 = time.time()
+        b.store.update(pid, lambda s: s.train.update(status="running", started_at=t0,
+                                                      finished_at=None, error=None))
+        st, config = b.ensure_project(pid, None)
+        prepared = scoring.prepare_tasks(self._annotated(pid, tasks), config,
+                                         max_text_chars=settings.max_text_chars)
+        for err in list(prepared.errors.values())[:20]:
+            logger.warning("project %s: training skips %s", pid, err)
+        ds = prepared.dataset
+        n_gold = int(ds.corpus.annotated.sum())
+        if n_gold < settings.train_min_annotated:
+            raise ValueError(f"project {pid}: {n_gold} annotated task(s); TRAIN_MIN_ANNOTATED is "
+                             f"{settings.train_min_annotated}")
+        out_dir = _fresh_dir(b.store.project_dir(pid) / "models"
+                             / time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0)))
+        logger.info("project %s: training on %d annotated task(s) -> %s", pid, n_gold, out_dir)
+        result = runtime_train(
+            ds, out_dir, model=settings.model_name, epochs=settings.train_epochs,
+            batch_size=settings.train_batch_size, lr=settings.train_lr, device=settings.device,
+            max_steps=settings.train_max_steps, progress=False)
+        version, model_dir = result.version, str(result.model_dir)
+        labels = tuple(config.labels)
+        # load the new version, build its span index and scores BEFORE switching, so requests
+        # see either the old version or the complete new one
+        model = NerModel.load(model_dir, labels=list(labels), device=settings.device)
+        preds = scoring.run_model(model, prepared, batch_tokens=4096)
+        idx = span_index.update_index(None, prepared, preds)
+        if idx is not None:
+            span_index.save_index(idx, Path(model_dir) / "span_index")
+        overlays = scoring.score_tasks(prepared, preds, model=model, version=version, index=idx,
+                                       similar_k=settings.similar_k)
+        b.models.put((pid, version), model)
+        b.models.set_index((pid, version), idx)
+        entry = {"version": version, "path": model_dir, "trained_at": time.time(),
+                 "n_tasks": n_gold, "seconds": round(time.time() - t0, 1),
+                 "metrics": getattr(result, "metrics", None) or {},
+                 "dynamics": [str(p) for p in getattr(result, "dynamics", [])]}
+
+        def switch(s: ProjectState) -> None:
+            s.model_version, s.model_path, s.model_labels = version, model_dir, labels
+            s.versions.append(entry)
+            s.annotations_since_train = 0
+            s.train.update(status="done", version=version, finished_at=time.time(),
+                           n_tasks=n_gold, error=None)
+
+        b.store.update(pid, switch)
+        b.models.evict_project(pid, keep=version)
+        logger.info("project %s: now serving %s (trained on %d tasks in %.1f s)", pid, version,
+                    n_gold, time.time() - t0)
+        for tid, overlay in overlays.items():
+            b.remember(pid, tid, overlay)
+            b.enqueue_quiet(ScoreJob(pid, tid, fields=overlay))
+
+    def wait(self, pid: str, timeout: float) -> bool:
+        """Wait for the project's training thread (tests and CLI)."""
+        with self._meta_lock:
+            t = self._threads.get(project_id(pid))
+        if t is None:
+            return True
+        t.join(timeout)
+        return not t.is_alive()
