@@ -107,9 +107,14 @@ class Problem:
 
 @dataclass
 class Problems:
-    """Counted data problems (counts *and* the offending items)."""
+    """Counted data problems (counts *and* the offending items).
+
+    ``checked`` is how many items the reader checked that could need a repair (entity tags of
+    a CoNLL file, regions of a Label Studio export): the denominator of :attr:`repair_rate`.
+    """
 
     items: list[Problem] = field(default_factory=list)
+    checked: int = 0
 
     def add(self, problem: Problem) -> None:
         self.items.append(problem)
@@ -131,6 +136,11 @@ class Problems:
     def repairs(self) -> int:
         """Tag repairs plus spans dropped by lenient validation."""
         return sum(1 for p in self.items if p.kind in ("tag_repair", "dropped_span"))
+
+    @property
+    def repair_rate(self) -> float:
+        """Repairs per checked item (0 when nothing was checked)."""
+        return self.repairs / self.checked if self.checked else 0.0
 
     @property
     def misaligned(self) -> int:

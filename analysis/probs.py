@@ -111,9 +111,9 @@ class ModelOutput:
                                 f"{a.shape}")
         if width is None:
             width = present[0].shape[1] if present else 0
-        for k, a in enumerate(arrays):
-            if a is not None and np.shape(a)[1] != width:
-                raise DataError(f"array {k}: {np.shape(a)[1]} probability columns, expected "
+        for k, arr in enumerate(arrays):
+            if arr is not None and np.shape(arr)[1] != width:
+                raise DataError(f"array {k}: {np.shape(arr)[1]} probability columns, expected "
                                 f"{width}")
         if present:
             probs = np.ascontiguousarray(np.concatenate(

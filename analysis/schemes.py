@@ -12,7 +12,12 @@ first invalid tag.  Lenient decoding repairs and *counts* every problem:
     starts a new span, and a BIOES/BILOU span left without its end tag ends where it stops
     (what conlleval and seqeval's default mode do);
 ``repair="drop"``
-    orphan runs and unterminated spans are dropped (what seqeval's ``mode="strict"`` does).
+    orphan runs and unterminated spans are dropped — what seqeval's ``mode="strict"`` does for
+    IOB2, BIOES and BILOU (equal on every sequence of up to four tags, ``tests/test_schemes.py``).
+    For IOB1 the two differ: here a ``B-X`` always begins a span (it marks a start, valid or
+    not), while seqeval's strict IOB1 drops a ``B-X`` that does not follow an ``X`` span and
+    even cuts ``B-X I-X`` down to its ``I-X`` part; ours is the reading that keeps the
+    annotator's span.
 
 Token spans returned are half-open ``[start, end)`` token indices.
 

@@ -60,14 +60,8 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
-def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> Flask:
-    """Build the Flask app; ``settings`` default to :meth:`Settings.from_env`."""
-    settings = settings or (backend.settings if backend else Settings.from_env())
-    backend = backend or Backend(settings)
-    app = Flask("ner_quality_backend")
-    app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["nerq_backend"] = backend
+def _guards(app: Flask, settings: Settings) -> None:
+    """Basic auth on every route, and the mapping of errors to JSON answers."""
 
     @app.before_request
     def _auth() -> Response | None:
@@ -114,6 +108,18 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             return _api_error(ApiError(502, f"Label Studio: {exc}"))
         logger.exception("%s %s: unexpected error", request.method, request.path)
         return jsonify({"error": f"internal error: {type(exc).__name__}: {exc}"}), 500
+
+    @app.after_request
+    def _log(resp: Response) -> Response:
+        t0 = request.environ.get("nerq.t0")
+        if t0 is not None:
+            logger.debug("%s %s %d %.1f ms", request.method, request.path, resp.status_code,
+                         1000 * (time.perf_counter() - t0))
+        return resp
+
+
+def _protocol_routes(app: Flask, backend: Backend, settings: Settings) -> None:
+    """The ML-backend protocol Label Studio speaks: health, setup, predict, webhook, train."""
 
     @app.get("/")
     @app.get("/health")
@@ -181,6 +187,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         status = backend.start_training(pid, reason="/train", tasks=tasks)
         return jsonify({"status": "ok", "project": pid, "train": status}), 201
 
+
+
+def _ops_routes(app: Flask, backend: Backend) -> None:
+    """Versions, status and last scores (operators and debugging)."""
+
     @app.get("/versions")
     def versions() -> Response:
         body = request.get_json(silent=True, force=True) if request.get_data() else None
@@ -204,12 +215,17 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             raise ApiError(404, f"score: no scores for task {tid} of project {pid} yet")
         return jsonify(res)
 
-    @app.after_request
-    def _log(resp: Response) -> Response:
-        t0 = request.environ.get("nerq.t0")
-        if t0 is not None:
-            logger.debug("%s %s %d %.1f ms", request.method, request.path, resp.status_code,
-                         1000 * (time.perf_counter() - t0))
-        return resp
 
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> Flask:
+    """Build the Flask app; ``settings`` default to :meth:`Settings.from_env`."""
+    settings = settings or (backend.settings if backend else Settings.from_env())
+    backend = backend or Backend(settings)
+    app = Flask("ner_quality_backend")
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["nerq_backend"] = backend
+    _guards(app, settings)
+    _protocol_routes(app, backend, settings)
+    _ops_routes(app, backend)
     return app

@@ -88,8 +88,11 @@ def test_sync_analyze_push_roundtrip(label_studio: Any, ls_project: Any, ls_api:
 
     with TaskStore(store) as st:
         ds = from_ls_tasks(st.tasks(), label_config=config, strict=False)
-    npz = tmp_path / "p.npz"
-    np.savez(npz, *_probs(ds, wrong, ghost))
+    from analysis.probs import ModelOutput, save_output
+    from analysis.tags import TagSet
+
+    npz = save_output(tmp_path / "p.npz", ModelOutput.from_arrays(_probs(ds, wrong, ghost),
+                                                                  TagSet.for_labels(ds.labels)))
     by_sid = {t.meta["sample_index"]: t.id for t in ds.tasks}
 
     res = _cli("analyze", "--store", store, "--probs", str(npz), "--json")
@@ -141,7 +144,7 @@ def test_sync_analyze_push_roundtrip(label_studio: Any, ls_project: Any, ls_api:
 
 def test_interrupted_sync_resumes(label_studio: Any, ls_project: Any, ls_api: Any,
                                   tmp_path: Path) -> None:
-    from analysis.labelstudio import LabelStudioAPI
+    from analysis.labelstudio import LabelStudioAPI, LabelStudioUnavailable
     from analysis.labelstudio.store import TaskStore, sync_project
 
     tasks, config = sample_tasks()
@@ -156,7 +159,7 @@ def test_interrupted_sync_resumes(label_studio: Any, ls_project: Any, ls_api: An
             label_studio.stop()  # Label Studio goes down mid-sync
 
     with TaskStore(tmp_path / "s.sqlite3") as st:
-        with pytest.raises(Exception):  # noqa: B017 - any connection error
+        with pytest.raises(LabelStudioUnavailable):
             sync_project(api, pid, st, page_size=20, progress=stop_after_two)
         assert st.check() == [] and len(st) == 40
         assert st.get_state("run") is not None

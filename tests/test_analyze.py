@@ -75,9 +75,13 @@ def test_metrics_and_alerts_on_planted_error(small: tuple[Dataset, list[np.ndarr
     assert names["duplicates"].task_ids == (10, 14)
     assert 15 in names["malformed samples"].task_ids
     d = res.to_dict()
-    assert d["tasks"][2] == {"index": 2, "id": 12, "dep": d["tasks"][2]["dep"],
-                             "errors": {"correct": 1, "wrong_tag": 1, "span_shift": 0,
-                                        "missed": 0, "ghost": 0}}
+    row = d["tasks"][2]
+    assert {k: v for k, v in row.items() if k != "dep"} == {
+        "index": 2, "id": 12,
+        "errors": {"correct": 1, "wrong_tag": 1, "span_shift": 0, "missed": 0, "ghost": 0}}
+    # the JSON DEP is the planted task's DEP (rounded), above every other task's
+    assert row["dep"] == round(float(res.task_dep[2]), 6)
+    assert all(t["dep"] is None or t["dep"] < row["dep"] for t in d["tasks"] if t["index"] != 2)
 
 
 def test_loss_matches_manual_cross_entropy(small: tuple[Dataset, list[np.ndarray]]) -> None:

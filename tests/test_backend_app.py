@@ -267,7 +267,6 @@ def test_annotation_webhook_on_untrained_project_counts_and_never_touches_annota
 
 
 def test_label_studio_unreachable_training_fails_cleanly(tmp_path: Path) -> None:
-    pytest.importorskip("analysis.labelstudio")
     c = make_app(tmp_path, LABEL_STUDIO_URL="http://127.0.0.1:9", LABEL_STUDIO_API_KEY="k",
                  TRAIN_EVERY_N_ANNOTATIONS="0").test_client()
     setup_project(c)
@@ -326,7 +325,6 @@ def test_queue_deduplicates_per_task_and_is_bounded() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A backend whose project 3 was trained briefly (CPU) on 8 hand-made sentences."""
-    pytest.importorskip("analysis.labelstudio.fields")
     tmp = tmp_path_factory.mktemp("models")
     app = make_app(tmp, TRAIN_EPOCHS="8", TRAIN_BATCH_SIZE="2", TRAIN_LR="5e-4",
                    TRAIN_MAX_STEPS="32", TRAIN_EVERY_N_ANNOTATIONS="0", SIMILAR_K="3")

@@ -206,7 +206,10 @@ def test_scorer_options_are_checked() -> None:
 
 
 def test_tag_names_match_fixture() -> None:
-    assert TAGS == tag_names(LABELS)
+    """The fixture's hand-written column constants are the canonical IOB2 columns."""
+    assert LABELS == ("LOC", "PER")
+    assert [tag_names(LABELS)[c] for c in (O, BL, IL, BP, IP)] == [
+        "O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
 
 def test_expected_fbeta_threshold_by_hand() -> None:

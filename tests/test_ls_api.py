@@ -93,9 +93,11 @@ def test_merge_refuses_bad_overlays_before_any_request(
          "result-not-list", "score-inf"],
 )
 def test_bad_arguments_raise_before_any_request(offline_api: LabelStudioAPI, call: Any) -> None:
+    # nothing listens on offline_api's port: a request would raise LabelStudioUnavailable (a
+    # ConnectionError, not caught here), an HTTP error answer LabelStudioError (a ValueError)
     with pytest.raises((ValueError, TypeError)) as info:
         call(offline_api)
-    assert not isinstance(info.value, LabelStudioUnavailable)
+    assert not isinstance(info.value, LabelStudioError)
 
 
 def test_unreachable_server_names_the_url(offline_api: LabelStudioAPI) -> None:
@@ -376,14 +378,11 @@ def test_server_stop_and_restart_keep_the_data(
 @pytest.fixture
 def backend(label_studio: Any, tmp_path: Any) -> Any:
     """The real ML backend (``ner-quality serve``) as a process, wired to the test server."""
-    import importlib.util
     import sys
     from pathlib import Path
 
     from conftest import start_process
 
-    if importlib.util.find_spec("ls_backend.commands.serve") is None:
-        pytest.skip("ner-quality serve is not built yet")
     port = free_port()
     exe = Path(sys.executable).with_name("ner-quality")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ls_backend.cli"]
@@ -411,6 +410,6 @@ def test_connect_ml_backend_is_idempotent_and_adds_webhook(
     # "Retrieve predictions" is accepted for the selected tasks (what the backend answers is
     # tested with the backend)
     out = ls_api.retrieve_predictions(pid, ids)
-    assert isinstance(out, dict)
+    assert out.get("processed_items") == len(ids)
     with pytest.raises(LabelStudioError, match="connect_ml_backend project"):
         ls_api.connect_ml_backend(pid, f"http://127.0.0.1:{free_port()}", title="nothing there")

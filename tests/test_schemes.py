@@ -222,3 +222,54 @@ def test_convert_preserves_spans(
     n, spans = layout
     out = convert(encode(n, spans, source), source, target)
     assert list(decode(out, target).spans) == spans
+
+
+SEQEVAL_SCHEMES = [("iob2", "BI"), ("bioes", "BIES"), ("bilou", "BILU")]
+
+
+@pytest.mark.parametrize("name,prefixes", SEQEVAL_SCHEMES, ids=[n for n, _ in SEQEVAL_SCHEMES])
+def test_drop_equals_seqeval_strict(name: str, prefixes: str) -> None:
+    """``repair="drop"`` gives seqeval's strict-mode entities on every sequence of <= 4 tags."""
+    import itertools
+    import warnings
+
+    from seqeval.scheme import BILOU, IOB2, IOBES, Entities
+
+    sch = {"iob2": IOB2, "bioes": IOBES, "bilou": BILOU}[name]
+    tags = ["O"] + [f"{p}-{t}" for p in prefixes for t in "XY"]
+    n_max = 4 if len(tags) < 8 else 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n in range(1, n_max + 1):
+            for seq in itertools.product(tags, repeat=n):
+                ours = sorted((x.start, x.end, x.label)
+                              for x in decode(list(seq), name, strict=False, repair="drop").spans)
+                theirs = sorted((e.start, e.end, e.tag)
+                                for e in Entities([list(seq)], sch, suffix=False).entities[0])
+                assert ours == theirs, seq
+
+
+IOB1_DIFFERENCES = [
+    (["B-X"], [(0, 1, "X")], []),
+    (["B-X", "I-X"], [(0, 2, "X")], [(1, 2, "X")]),
+    (["O", "B-X", "O"], [(1, 2, "X")], []),
+]
+
+
+@pytest.mark.parametrize("seq,ours,seqeval_strict", IOB1_DIFFERENCES,
+                         ids=["lone-B", "B-then-I", "B-after-O"])
+def test_iob1_drop_keeps_a_b_start_unlike_seqeval(seq: list[str], ours: list[tuple[int, int, str]],
+                                                   seqeval_strict: list[tuple[int, int, str]]
+                                                   ) -> None:
+    """IOB1: a B-X always begins a span here; seqeval's strict IOB1 drops or cuts it."""
+    import warnings
+
+    from seqeval.scheme import IOB1, Entities
+
+    got = [(x.start, x.end, x.label) for x in decode(seq, "iob1", strict=False,
+                                                     repair="drop").spans]
+    assert got == ours
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ents = Entities([seq], IOB1, suffix=False).entities[0]
+    assert sorted((e.start, e.end, e.tag) for e in ents) == seqeval_strict

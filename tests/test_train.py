@@ -231,16 +231,19 @@ def test_cli_train_with_folds_then_predict(tmp_path: Path, capsys: pytest.Captur
     ds_labels = (mdir / "labels.txt").read_text().split()
     tags = (mdir / "tags.txt").read_text().split()
     assert tags == list(tag_names(ds_labels)) and set(ds_labels) == set(LABELS)
-    with np.load(mdir / "oof_probs.npz") as z:
-        assert z["annotated"].tolist() == [True] * 5
-        for i, (sent, _) in enumerate(RAW):
-            assert z[f"arr_{i}"].shape == (len(sent.split()), len(tags))
+    from analysis.probs import load_output
+
+    oof = load_output(mdir / "oof_probs.npz")
+    assert oof.has.tolist() == [True] * 5 and oof.tagset is not None
+    assert list(oof.tagset.tags) == tags and oof.tagset.scheme == "iob2"
+    for i, (sent, _) in enumerate(RAW):
+        task = oof.task(i)
+        assert task is not None and task.shape == (len(sent.split()), len(tags))
     assert (mdir / "dynamics" / "epoch_1.npz").is_file()
     assert not (mdir / "folds").exists()  # fold models are not kept
 
-    # the out-of-sample file is the `dep --probs` format: scoring it works as is
-    rc = main(["dep", "--data", str(data), "--probs", str(mdir / "oof_probs.npz"),
-               "--labels", ",".join(tags), "--json"])
+    # the out-of-sample file is the `dep --probs` format and says its own tag order
+    rc = main(["dep", "--data", str(data), "--probs", str(mdir / "oof_probs.npz"), "--json"])
     assert rc == 0
     scored = json.loads(capsys.readouterr().out)
     assert [t["index"] for t in scored["tasks"]] == list(range(len(RAW)))
@@ -248,8 +251,10 @@ def test_cli_train_with_folds_then_predict(tmp_path: Path, capsys: pytest.Captur
 
     out = tmp_path / "preds.json"
     rc = main(["predict", "--model", str(mdir), "--data", str(data), "--out", str(out),
-               "--device", "cpu"])
+               "--device", "cpu", "--probs", str(tmp_path / "pred_probs.npz")])
     assert rc == 0
+    pred_probs = load_output(tmp_path / "pred_probs.npz")
+    assert pred_probs.n_tasks == 5 and list(pred_probs.tagset.tags) == tags
     version = json.loads((mdir / "nerq.json").read_text())["version"]
     tasks = json.loads(out.read_text())
     assert len(tasks) == 5

@@ -258,7 +258,8 @@ def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_sco
     spans = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     spans = spans.sort_values(["task", "start", "end"], kind="stable").reset_index(drop=True)
     ids = np.where(corpus.has_id, corpus.task_ids, -1)[spans["task"].to_numpy(dtype=np.int64)]
-    task_id = np.where(ids >= 0, ids.astype(object), None) if len(ids) else np.zeros(0, object)
+    task_id = ids.astype(object)
+    task_id[ids < 0] = None
     spans.insert(1, "task_id", task_id)
     return spans
 

@@ -33,7 +33,8 @@ from analysis.formats.label_config import LabelConfig, as_label_config
 from analysis.schemes import decode, get_scheme, split_tag
 from analysis.spans import Span, SpanTable
 
-__all__ = ["read_conll", "parse_conll", "TagColumns", "detect_scheme_columns", "read_bytes"]
+__all__ = ["read_conll", "parse_conll", "TagColumns", "SchemeEvidence", "scheme_evidence",
+           "scheme_of", "detect_scheme_columns", "file_scheme_evidence", "read_bytes"]
 
 _PREFIXES = "OBIESLU"
 
@@ -88,10 +89,33 @@ class TagColumns:
                    np.array([v != c for v, c in zip(vocab, clean)], bool))
 
 
-def detect_scheme_columns(tags: TagColumns, sentence: np.ndarray) -> str:
-    """:func:`analysis.schemes.detect_scheme` over the columns (malformed tags count as ``O``)."""
+@dataclass(frozen=True)
+class SchemeEvidence:
+    """What a file's tags say about their scheme (:func:`scheme_of`)."""
+
+    prefixes: frozenset[str]
+    i_begins: bool  # an I-X begins a span (after O, another type or a sentence start)
+    b_after_other: bool  # a B-X follows a token of another type
+
+
+def scheme_evidence(tags: TagColumns, sentence: np.ndarray) -> SchemeEvidence:
+    """The evidence of one file's tags (malformed tags count as ``O``)."""
     ok = ~tags.malformed
-    seen = set(tags.prefix[ok].tolist()) - {"O"}
+    pre = tags.prefix[tags.codes]
+    typ = tags.type_id[tags.codes]
+    prev = _prev_in_sentence(typ, sentence)
+    return SchemeEvidence(frozenset(tags.prefix[ok].tolist()) - {"O"},
+                          bool(np.any((pre == "I") & (typ != prev))),
+                          bool(np.any((pre == "B") & (typ != prev))))
+
+
+def scheme_of(*evidence: SchemeEvidence) -> str:
+    """:func:`analysis.schemes.detect_scheme` over the evidence of one or more files together.
+
+    ``E-``/``S-`` → ``bioes``; ``L-``/``U-`` → ``bilou``; an ``I-X`` that begins a span and no
+    ``B-X`` after a non-``X`` token → ``iob1``; otherwise ``iob2``.
+    """
+    seen = frozenset().union(*(e.prefixes for e in evidence))
     if seen & {"E", "S"} and seen & {"L", "U"}:
         raise DataError(f"tags mix BIOES (E-/S-) and BILOU (L-/U-) prefixes: {sorted(seen)}")
     if seen & {"E", "S"}:
@@ -101,12 +125,20 @@ def detect_scheme_columns(tags: TagColumns, sentence: np.ndarray) -> str:
     unknown = seen - {"B", "I"}
     if unknown:
         raise DataError(f"unknown tag prefixes {sorted(unknown)}; expected B, I, E, S, L or U")
-    pre = tags.prefix[tags.codes]
-    typ = tags.type_id[tags.codes]
-    prev = _prev_in_sentence(typ, sentence)
-    i_begins = bool(np.any((pre == "I") & (typ != prev)))
-    b_after_other = bool(np.any((pre == "B") & (typ != prev)))
-    return "iob1" if i_begins and not b_after_other else "iob2"
+    i_begins = any(e.i_begins for e in evidence)
+    b_other = any(e.b_after_other for e in evidence)
+    return "iob1" if i_begins and not b_other else "iob2"
+
+
+def detect_scheme_columns(tags: TagColumns, sentence: np.ndarray) -> str:
+    """The scheme of one file's tags (:func:`scheme_of` of its :func:`scheme_evidence`)."""
+    return scheme_of(scheme_evidence(tags, sentence))
+
+
+def file_scheme_evidence(path: str | Path) -> SchemeEvidence:
+    """The scheme evidence of a CoNLL file (to detect one scheme for several files)."""
+    lines = split_lines(read_bytes(path))
+    return scheme_evidence(TagColumns.build(lines.tag_codes, lines.tag_vocab), lines.sentence)
 
 
 def _prev_in_sentence(values: np.ndarray, sentence: np.ndarray) -> np.ndarray:
@@ -169,7 +201,10 @@ def _decode_per_sentence(tags: TagColumns, offsets: np.ndarray, scheme: str) -> 
     """BIOES / BILOU: the scheme decoder of :mod:`analysis.schemes` sentence by sentence."""
     vocab = tags.vocab
     all_tags = [vocab[c] for c in tags.codes.tolist()]
-    t0, t1, tid, problems = [], [], [], []
+    t0: list[int] = []
+    t1: list[int] = []
+    tid: list[int] = []
+    problems: list[tuple[int, str, str]] = []
     types = {t: i for i, t in enumerate(tags.types)}
     for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
         dec = decode(all_tags[a:b], scheme, strict=False, repair="begin")
@@ -318,7 +353,7 @@ def _parse(raw: bytes, *, scheme: str | None, strict: bool,
         raise DataError(f"cannot detect the tag scheme: {exc}") from None
     dec = (_decode_iob(tags, lines.sentence, sc) if sc in ("iob1", "iob2")
            else _decode_per_sentence(tags, lines.sentence_offsets, sc))
-    problems = Problems()
+    problems = Problems(checked=int((tags.prefix[tags.codes] != "O").sum()))
     problems.extend(_check_problems(dec, lines, sc, strict))
     problems.extend(_whitespace_problems(tags, lines))
     cols = _columns(lines, dec, tags, cfg)

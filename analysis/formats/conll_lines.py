@@ -141,7 +141,8 @@ def slice_codes(raw: bytes, buf: np.ndarray, s: np.ndarray, e: np.ndarray
     if buf.shape[0]:
         # every offset r as two little-endian words buf[r:r+8], buf[r+8:r+16] (unaligned view)
         padded = np.concatenate([buf, np.zeros(16, dtype=np.uint8)])
-        words = np.ndarray(shape=(buf.shape[0], 2), dtype="<u8", buffer=padded, strides=(1, 8))
+        words: np.ndarray = np.ndarray(shape=(buf.shape[0], 2), dtype="<u8", buffer=padded,
+                                       strides=(1, 8))
         at = np.minimum(s, buf.shape[0] - 1)
         short_len = np.minimum(length, 16)
         lo = words[at, 0] & _MASK_LO[short_len]

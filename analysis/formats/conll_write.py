@@ -7,11 +7,12 @@ from analysis.exceptions import DataError
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
-from analysis.dataset import ALIGNMENT_KINDS, Dataset, Problem
+from analysis.dataset import ALIGNMENT_KINDS, Dataset, Problem, Task
 from analysis.schemes import encode, get_scheme
-from analysis.spans import TokenSpan, char_to_token_spans
+from analysis.spans import Span, TokenSpan, char_to_token_spans
 
 __all__ = ["WriteReport", "write_conll"]
 
@@ -42,6 +43,50 @@ class WriteReport:
         return sum(1 for p in self.problems if p.kind in ALIGNMENT_KINDS)
 
 
+def _token_spans(t: Task, spans: Sequence[Span], which: str, rep: WriteReport
+                 ) -> list[TokenSpan]:
+    """The task's spans on its tokens; misaligned, empty and clashing spans reported."""
+    tspans, arep = char_to_token_spans(t.tokens, spans, where=t.name, warn=False)
+    for s in arep.misaligned:
+        rep.problems.append(Problem(
+            "misaligned", t.index, which, s,
+            f"{t.name}: span [{s.start}, {s.end}) {s.label!r} does not line up with token "
+            "boundaries; written over the tokens it touches"))
+    for s in arep.empty:
+        rep.problems.append(Problem(
+            "no_token", t.index, which, s,
+            f"{t.name}: span [{s.start}, {s.end}) {s.label!r} covers no token; left out"))
+    if not arep.count:
+        return tspans
+    kept: list[TokenSpan] = []
+    for ts in sorted(tspans):
+        if kept and ts.start < kept[-1].end:
+            rep.problems.append(Problem(
+                "dropped_span", t.index, which, None,
+                f"{t.name}: token span [{ts.start}, {ts.end}) {ts.label!r} overlaps another span "
+                "after mapping to tokens; left out"))
+            continue
+        kept.append(ts)
+    return kept
+
+
+def _rows(t: Task, tags: list[str], sep: str, with_extra: bool) -> str:
+    """One sentence: its ``-DOCSTART-`` line if any, then a line per token."""
+    toks = t.tokens.tokens
+    bad = [tok for tok in toks if "\n" in tok or "\r" in tok or sep in tok]
+    if bad:
+        raise DataError(f"{t.name}: token {bad[0]!r} contains a line break or the column "
+                        f"separator {sep!r}; it cannot be written as CoNLL")
+    doc = t.data.get("conll_docstart")
+    head = doc + "\n\n" if isinstance(doc, str) and doc else ""
+    if with_extra:
+        rows = [sep.join([tok, *ex, tag]) for tok, ex, tag in zip(toks, t.data["conll_extra"],
+                                                                  tags)]
+    else:
+        rows = [f"{tok}\t{tag}" for tok, tag in zip(toks, tags)]
+    return head + "\n".join(rows) + "\n\n"
+
+
 def write_conll(
     ds: Dataset,
     path: str | Path | None = None,
@@ -70,8 +115,7 @@ def write_conll(
     rep = WriteReport("conll")
     with_extra = bool(ds.tasks) and all(
         isinstance(t.data.get("conll_extra"), list) and len(t.data["conll_extra"]) == len(t.tokens)
-        for t in ds.tasks
-    )
+        for t in ds.tasks)
     sep = " " if with_extra else "\t"
     out: list[str] = []
     for t in ds.tasks:
@@ -79,67 +123,11 @@ def write_conll(
         if spans is None:
             rep.skipped.append((t.index, "unannotated" if which == "gold" else "no prediction"))
             continue
-        n = len(t.tokens)
-        if n == 0:
+        if len(t.tokens) == 0:
             rep.skipped.append((t.index, "no tokens"))
             continue
-        tspans, arep = char_to_token_spans(t.tokens, spans, where=t.name, warn=False)
-        for s in arep.misaligned:
-            rep.problems.append(
-                Problem(
-                    "misaligned",
-                    t.index,
-                    which,
-                    s,
-                    f"{t.name}: span [{s.start}, {s.end}) {s.label!r} does not line up with "
-                    "token boundaries; written over the tokens it touches",
-                )
-            )
-        for s in arep.empty:
-            rep.problems.append(
-                Problem(
-                    "no_token",
-                    t.index,
-                    which,
-                    s,
-                    f"{t.name}: span [{s.start}, {s.end}) {s.label!r} covers no token; left out",
-                )
-            )
-        if arep.count:
-            kept: list[TokenSpan] = []
-            for ts in sorted(tspans):
-                if kept and ts.start < kept[-1].end:
-                    rep.problems.append(
-                        Problem(
-                            "dropped_span",
-                            t.index,
-                            which,
-                            None,
-                            f"{t.name}: token span [{ts.start}, {ts.end}) {ts.label!r} overlaps "
-                            "another span after mapping to tokens; left out",
-                        )
-                    )
-                    continue
-                kept.append(ts)
-            tspans = kept
-        tags = encode(n, tspans, sc)
-        toks = t.tokens.tokens
-        bad = [tok for tok in toks if "\n" in tok or "\r" in tok or sep in tok]
-        if bad:
-            raise DataError(
-                f"{t.name}: token {bad[0]!r} contains a line break or the column separator "
-                f"{sep!r}; it cannot be written as CoNLL"
-            )
-        doc = t.data.get("conll_docstart")
-        if isinstance(doc, str) and doc:
-            out.append(doc + "\n\n")
-        if with_extra:
-            extra = t.data["conll_extra"]
-            rows = [sep.join([tok, *ex, tag]) for tok, ex, tag in zip(toks, extra, tags)]
-        else:
-            rows = [f"{tok}\t{tag}" for tok, tag in zip(toks, tags)]
-        out.append("\n".join(rows))
-        out.append("\n\n")
+        tspans = _token_spans(t, spans, which, rep)
+        out.append(_rows(t, encode(len(t.tokens), tspans, sc), sep, with_extra))
         rep.n_tasks += 1
         rep.n_spans += len(tspans)
     rep.text = "".join(out)

@@ -26,6 +26,7 @@ from analysis.corpus import task_name
 from analysis.dataset import (Dataset, Problem, Problems, Task, annotator_of, choose_annotation,
                               choose_prediction)
 from analysis.exceptions import DataError
+from analysis.formats.json_min import min_row, min_to_full
 from analysis.formats.label_config import LabelConfig, as_label_config
 from analysis.spans import Span, TokenizedText, check_spans, tokenize
 
@@ -33,13 +34,6 @@ __all__ = ["Format", "from_ls_tasks", "to_ls_tasks", "regions", "gc_paused"]
 
 Format = Literal["auto", "conll", "ls-json", "json-min"]
 _FORMATS = ("auto", "conll", "ls-json", "json-min")
-# JSON-MIN row keys that are annotation bookkeeping, not task data
-_MIN_META_KEYS = frozenset(
-    {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "drafts",
-     "predictions", "meta"}
-)
-
-
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while bulk-building acyclic objects.
@@ -56,80 +50,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def _is_region_list(val: Any) -> bool:
-    if isinstance(val, Mapping):
-        val = [val]
-    return (
-        isinstance(val, list)
-        and bool(val)
-        and all(
-            isinstance(r, Mapping) and "start" in r and "end" in r and "labels" in r for r in val
-        )
-    )
-
-
-def _min_to_full(
-    rows: Sequence[Mapping[str, Any]], cfg: LabelConfig | None
-) -> tuple[list[dict[str, Any]], str]:
-    """Turn JSON-MIN rows into full-export-shaped tasks (rows of one id merged)."""
-    keys: set[str] = set()
-    for r in rows:
-        keys.update(k for k, v in r.items() if k not in _MIN_META_KEYS and _is_region_list(v))
-    if cfg is not None:
-        key = cfg.from_name
-        if key not in keys and keys:
-            raise DataError(
-                f"JSON-MIN rows hold regions under {sorted(keys)}, but the label config's "
-                f"Labels name is {key!r}"
-            )
-    elif len(keys) > 1:
-        raise DataError(
-            f"JSON-MIN rows hold regions under several keys {sorted(keys)}; pass a label config "
-            "to choose one"
-        )
-    else:
-        key = next(iter(keys)) if keys else "label"
-    to_name = cfg.to_name if cfg is not None else "text"
-    out: list[dict[str, Any]] = []
-    by_id: dict[Any, dict[str, Any]] = {}
-    for r in rows:
-        data = {k: v for k, v in r.items() if k not in _MIN_META_KEYS and k != key}
-        annotated = key in r or "annotator" in r or "annotation_id" in r
-        task: dict[str, Any] = {"data": data, "meta": r.get("meta") or {}, "annotations": []}
-        if r.get("id") is not None:
-            task["id"] = r["id"]
-        if annotated:
-            regs = r.get(key)
-            if isinstance(regs, Mapping):
-                regs = [regs]
-            result = [
-                {"from_name": key, "to_name": to_name, "type": "labels", "value": reg}
-                for reg in (regs or [])
-            ]
-            ann: dict[str, Any] = {"result": result}
-            if r.get("annotation_id") is not None:
-                ann["id"] = r["annotation_id"]
-            annotator = r.get("annotator")
-            if annotator is not None:
-                ann["completed_by"] = (
-                    {"email": annotator}
-                    if isinstance(annotator, str) and "@" in annotator
-                    else {"id": annotator}
-                )
-            for k in ("created_at", "updated_at"):
-                if k in r:
-                    ann[k] = r[k]
-            task["annotations"].append(ann)
-        tid = r.get("id")
-        if tid is not None and tid in by_id:
-            by_id[tid]["annotations"].extend(task["annotations"])
-            continue
-        if tid is not None:
-            by_id[tid] = task
-        out.append(task)
-    return out, key
 
 
 def _full_items(tasks: Sequence[Mapping[str, Any]], format: Format, cfg: LabelConfig | None
@@ -156,7 +76,9 @@ def _full_items(tasks: Sequence[Mapping[str, Any]], format: Format, cfg: LabelCo
                         "(format='json-min')")
     elif format == "json-min" and any(full):
         raise DataError("tasks have a 'data' object: this is a full export, not JSON-MIN")
-    return _min_to_full(tasks, cfg)[0] if kind == "json-min" else list(tasks)
+    if kind == "json-min":
+        return list(min_to_full(tasks, cfg)[0])
+    return list(tasks)
 
 
 def _choose(items: Sequence[Mapping[str, Any]], annotator: str | int | None,
@@ -378,6 +300,7 @@ def _parse_regions(
     for reg in result:
         span, msg, val = _region_span(reg, where, which, c)
         if msg is not None:
+            c.problems.checked += 1
             if c.strict:
                 raise DataError(msg)
             c.problems.add(Problem("dropped_span", index, which, None, msg))
@@ -391,6 +314,7 @@ def _parse_regions(
                 f"{vt!r} but the task text there is {text[span.start:span.end]!r} (offsets must "
                 "be code points)")
         spans.append(span)
+    c.problems.checked += len(spans)
     kept, dropped = check_spans(spans, n, where=where, labels=c.allowed, strict=c.strict,
                                 what=f"{which} span", label_source="label config labels")
     for sp, msg in dropped:
@@ -449,25 +373,7 @@ def to_ls_tasks(
         data = dict(t.data)
         data[ds.value_key] = t.text
         if format == "json-min":
-            row: dict[str, Any] = {}
-            if t.id is not None:
-                row["id"] = t.id
-            row.update(data)
-            if t.gold is not None:
-                row[ds.from_name] = [
-                    {
-                        "start": s.start,
-                        "end": s.end,
-                        "text": t.text[s.start : s.end],
-                        "labels": [s.label],
-                    }
-                    for s in t.gold
-                ]
-                if t.annotator is not None:
-                    row["annotator"] = t.annotator
-                if t.annotation_id is not None:
-                    row["annotation_id"] = t.annotation_id
-            out.append(row)
+            out.append(min_row(t, data, ds.from_name))
             continue
         task: dict[str, Any] = {}
         if t.id is not None:

@@ -280,6 +280,86 @@ def _pages(items: Iterable[Any], page_size: int) -> Iterator[list[dict[str, Any]
         yield buf
 
 
+def _start_run(store: TaskStore, full: bool, skew: int) -> tuple[dict[str, Any], Any, bool]:
+    """The run to continue (an interrupted one) or a new one; returns ``(run, since, resumed)``."""
+    run = store.get_state("run")
+    if run is not None:
+        since = None if full else run.get("since")
+        log.info("resuming an interrupted sync (since=%s, after id %s)", since, run.get("last_id"))
+        return run, since, True
+    since = None if full else store.get_state("watermark")
+    run = {"since": since, "started": _utcnow_iso(-skew), "last_id": None}
+    with store.transaction() as c:
+        c.execute("DELETE FROM run_seen")
+        store._set_state(c, "run", run)
+    return run, since, False
+
+
+def _copy_pages(source: Any, project_id: int, store: TaskStore, run: dict[str, Any], since: Any,
+                page_size: int, progress: bool | Callable[[int], None]) -> tuple[int, int]:
+    """Write the changed tasks of every page, one transaction a page; ``(fetched, written)``."""
+    known = store.updated_at()
+    bar = None
+    cb: Callable[[int], None] | None = progress if callable(progress) else None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"sync project {project_id}", unit="task", leave=False)
+        cb = bar.update
+    fetched = written = 0
+    try:
+        items = _call_iter(source, project_id, page_size=page_size, since=since,
+                           after_id=run.get("last_id"))
+        for page in _pages(items, page_size):
+            if bar is not None and getattr(page, "total", None) is not None and bar.total is None:
+                bar.total = int(page.total)  # type: ignore[attr-defined]
+            for t in page:
+                if not isinstance(t, dict) or "id" not in t:
+                    raise ValueError(f"project {project_id}: the source returned a task without id")
+            fetched += len(page)
+            changed = [t for t in page if t.get("updated_at") is None
+                       or known.get(int(t["id"]), _MISSING) != t["updated_at"]]
+            run["last_id"] = max(int(t["id"]) for t in page)
+            with store.transaction() as c:
+                if changed:
+                    store._upsert(c, changed)
+                c.executemany("INSERT OR IGNORE INTO run_seen(id) VALUES(?)",
+                              [(int(t["id"]),) for t in page])
+                store._set_state(c, "run", run)
+            written += len(changed)
+            if cb is not None:
+                cb(len(page))
+    finally:
+        if bar is not None:
+            bar.close()
+    return fetched, written
+
+
+def _finish_run(source: Any, project_id: int, store: TaskStore, run: dict[str, Any],
+                since: Any) -> int:
+    """Drop deleted tasks and move the watermark, atomically; returns the number deleted."""
+    current: set[int] | None
+    if hasattr(source, "task_ids"):
+        current = {int(i) for i in source.task_ids(project_id)}
+    elif since is None:
+        current = {r[0] for r in store._conn.execute("SELECT id FROM run_seen")}
+    else:
+        current = None
+    deleted = 0
+    with store.transaction() as c:
+        if current is not None:
+            stale = [i for i in store.ids() if i not in current]
+            c.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i in stale])
+            deleted = len(stale)
+        newest = c.execute("SELECT MAX(updated_at) FROM tasks").fetchone()[0]
+        wm = run["started"] if not newest else min(run["started"], str(newest))
+        store._set_state(c, "watermark", wm)
+        store._set_state(c, "run", None)
+        store._set_state(c, "last_sync", {"finished": _utcnow_iso(), "project": project_id})
+        c.execute("DELETE FROM run_seen")
+    return deleted
+
+
 def sync_project(
     source: Any,
     project_id: int,
@@ -305,82 +385,12 @@ def sync_project(
     """
     t0 = time.perf_counter()
     skew = DEFAULT_CLOCK_SKEW_S if clock_skew_s is None else clock_skew_s
-    run = store.get_state("run")
-    resumed = run is not None
-    if resumed:
-        since = None if full else run.get("since")
-        log.info("resuming an interrupted sync (since=%s, after id %s)", since, run.get("last_id"))
-    else:
-        since = None if full else store.get_state("watermark")
-        run = {"since": since, "started": _utcnow_iso(-skew), "last_id": None}
-        with store.transaction() as c:
-            c.execute("DELETE FROM run_seen")
-            store._set_state(c, "run", run)
+    run, since, resumed = _start_run(store, full, skew)
     if project_info is not None:
         store.set_state("project", project_info)
-    known = store.updated_at()
-
-    bar = None
-    cb: Callable[[int], None] | None = None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(desc=f"sync project {project_id}", unit="task", leave=False)
-        cb = bar.update
-    elif callable(progress):
-        cb = progress
-
-    fetched = written = 0
-    try:
-        items = _call_iter(source, project_id, page_size=page_size, since=since,
-                           after_id=run.get("last_id"))
-        for page in _pages(items, page_size):
-            if bar is not None and getattr(page, "total", None) is not None and bar.total is None:
-                bar.total = int(page.total)  # type: ignore[attr-defined]
-            for t in page:
-                if not isinstance(t, dict) or "id" not in t:
-                    raise ValueError(f"project {project_id}: the source returned a task without id")
-            fetched += len(page)
-            changed = [
-                t for t in page
-                if t.get("updated_at") is None or known.get(int(t["id"]), _MISSING) != t["updated_at"]
-            ]
-            run["last_id"] = max(int(t["id"]) for t in page)
-            with store.transaction() as c:
-                if changed:
-                    store._upsert(c, changed)
-                c.executemany("INSERT OR IGNORE INTO run_seen(id) VALUES(?)",
-                              [(int(t["id"]),) for t in page])
-                store._set_state(c, "run", run)
-            written += len(changed)
-            if cb is not None:
-                cb(len(page))
-    finally:
-        if bar is not None:
-            bar.close()
-
-    # deletions, then finish the run atomically
-    current: set[int] | None
-    if hasattr(source, "task_ids"):
-        current = {int(i) for i in source.task_ids(project_id)}
-    elif since is None:
-        current = {r[0] for r in store._conn.execute("SELECT id FROM run_seen")}
-    else:
-        current = None
-    deleted = 0
-    with store.transaction() as c:
-        if current is not None:
-            stale = [i for i in store.ids() if i not in current]
-            c.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i in stale])
-            deleted = len(stale)
-        newest = c.execute("SELECT MAX(updated_at) FROM tasks").fetchone()[0]
-        wm = run["started"] if not newest else min(run["started"], str(newest))
-        store._set_state(c, "watermark", wm)
-        store._set_state(c, "run", None)
-        store._set_state(c, "last_sync", {"finished": _utcnow_iso(), "project": project_id})
-        c.execute("DELETE FROM run_seen")
-    res = SyncResult(
-        fetched, written, deleted, len(store), since, resumed, time.perf_counter() - t0
-    )
+    fetched, written = _copy_pages(source, project_id, store, run, since, page_size, progress)
+    deleted = _finish_run(source, project_id, store, run, since)
+    res = SyncResult(fetched, written, deleted, len(store), since, resumed,
+                     time.perf_counter() - t0)
     log.info("sync project %s: %s", project_id, res.to_dict())
     return res

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ def _mix(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def char_ngram_tfidf(texts: Sequence[str], *, ngram_range: tuple[int, int] = (3, 5)):  # type: ignore[no-untyped-def]
+def char_ngram_tfidf(texts: Sequence[str], *, ngram_range: tuple[int, int] = (3, 5)) -> Any:
     """(n_texts, n_features) CSR float64 TF-IDF matrix of space-padded word n-grams.
 
     Equal (up to hash collisions) to scikit-learn's ``char_wb`` vectoriser with
@@ -101,7 +102,7 @@ def char_ngram_tfidf(texts: Sequence[str], *, ngram_range: tuple[int, int] = (3,
     return _tfidf(np.concatenate(docs), np.concatenate(hashes), n_docs)
 
 
-def _tfidf(doc: np.ndarray, feat_hash: np.ndarray, n_docs: int):  # type: ignore[no-untyped-def]
+def _tfidf(doc: np.ndarray, feat_hash: np.ndarray, n_docs: int) -> Any:
     from scipy.sparse import csr_matrix
 
     fid, uniq = pd.factorize(feat_hash)
@@ -114,11 +115,11 @@ def _tfidf(doc: np.ndarray, feat_hash: np.ndarray, n_docs: int):  # type: ignore
     norms = np.sqrt(np.bincount(d, weights=w * w, minlength=n_docs))
     w = w / np.where(norms > 0, norms, 1.0)[d]
     X = csr_matrix((w, (d, f)), shape=(n_docs, n_feat))
-    X.uniq_hash = uniq  # type: ignore[attr-defined]  (for the sketch below)
+    X.uniq_hash = uniq  # the feature hashes, for the sketch below
     return X
 
 
-def _sketch(X, dim: int, *, repeats: int = 2, seed: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _sketch(X: Any, dim: int, *, repeats: int = 2, seed: int = 0) -> np.ndarray:
     """(n, dim) float32 count-sketch of the rows of ``X`` (inner products kept in expectation)."""
     coo = X.tocoo()
     n = X.shape[0]

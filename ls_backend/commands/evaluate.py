@@ -10,7 +10,14 @@ files has one, else by position; a different number of tasks, a task id missing 
 or a task whose token count differs is an error naming the task.  When every matched task has
 the same text on both sides the comparison uses character offsets; otherwise (e.g. CoNLL gold
 against a re-tokenized export) it uses token offsets.  Tasks without a gold annotation are not
-evaluated.  The numbers equal ``seqeval`` strict mode with IOB2.
+evaluated.
+
+The tag scheme of CoNLL input is detected once for gold and pred *together* (``--scheme``
+overrides) and reported; when one file alone would read differently, a note says so.  With a
+valid IOB2 file pair the numbers equal ``seqeval`` strict mode with IOB2 (an invalid tag is an
+error naming the file, sentence and line; ``--lenient`` repairs it the conlleval way, an orphan
+``I-X`` beginning a span, and reports every repair).  When more than ``--max-repair-rate`` of a
+file's entity tags had to be repaired the result would be meaningless: exit 2.
 
 The loading and pairing helpers here are shared with ``ner-quality errors``.
 """
@@ -55,6 +62,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="repair invalid tags / drop invalid spans (counted) instead of failing",
     )
+    p.add_argument(
+        "--max-repair-rate", type=float, default=0.5, metavar="R",
+        help="with --lenient, fail when more than this share of a file's entity tags / regions "
+        "had to be repaired (default 0.5)",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -90,6 +102,8 @@ class Pair:
     unit: str
     gold_path: str
     pred_path: str | None
+    scheme: dict[str, Any] | None = None
+    repairs: dict[str, Any] | None = None
 
     def span_text(self, task_index: int, start: int, end: int) -> str:
         t = self.gold_ds.tasks[task_index]
@@ -98,49 +112,82 @@ class Pair:
         return " ".join(t.tokens.tokens[start:end])
 
 
-def _load(path: str, args: argparse.Namespace) -> Any:
+def _is_conll(path: str, args: argparse.Namespace) -> bool:
+    if args.format != "auto":
+        return bool(args.format == "conll")
+    from analysis.formats.conll import read_bytes
+    from analysis.formats.files import detect_format
+
+    return detect_format(read_bytes(path)[:4096].decode("utf-8", errors="ignore")) == "conll"
+
+
+def pair_scheme(args: argparse.Namespace) -> dict[str, Any] | None:
+    """One tag scheme for the CoNLL files of the pair (given, or detected from both)."""
+    from analysis.formats.conll import file_scheme_evidence, scheme_of
+
+    paths = {"gold": args.gold, "pred": args.pred}
+    conll = {side: p for side, p in paths.items() if p is not None and _is_conll(p, args)}
+    if not conll:
+        return None
+    if args.scheme:
+        return {"name": args.scheme.lower(), "detected": False}
+    evidence = {side: file_scheme_evidence(p) for side, p in conll.items()}
+    joint = scheme_of(*evidence.values())
+    per_file = {side: scheme_of(e) for side, e in evidence.items()}
+    if any(v != joint for v in per_file.values()):
+        alone = ", ".join(f"{side} alone reads as {v.upper()}" for side, v in per_file.items())
+        print(f"note: {alone}; both decoded as {joint.upper()} (detected from both files; "
+              "--scheme overrides)", file=sys.stderr)
+    return {"name": joint, "detected": True, "per_file": per_file}
+
+
+def _load(path: str, args: argparse.Namespace, scheme: str | None) -> Any:
     from analysis.formats import load
 
-    return load(
-        path,
-        format=args.format,
-        label_config=args.label_config,
-        annotator=args.annotator,
-        model_version=args.model_version,
-        scheme=args.scheme,
-        strict=not args.lenient,
-    )
+    ds = load(path, format=args.format, label_config=args.label_config,
+              annotator=args.annotator, model_version=args.model_version, scheme=scheme,
+              strict=not args.lenient)
+    rate = ds.problems.repair_rate
+    if ds.problems.repairs and rate > args.max_repair_rate:
+        first = next(p for p in ds.problems.items if p.kind in ("tag_repair", "dropped_span"))
+        raise ValueError(
+            f"{path}: {ds.problems.repairs} of {ds.problems.checked} entity tags / regions had "
+            f"to be repaired ({rate:.0%} > --max-repair-rate {args.max_repair_rate:g}); the "
+            f"result would be meaningless. First: {first.message}")
+    return ds
 
 
-def _token_table(ds: Any, which: str, order: list[int] | None, labels: tuple[str, ...]) -> Any:
-    """Token-offset table of ``ds`` (``order[i]`` = index in ``ds`` of output task ``i``)."""
-    from analysis.dataset import token_spans
+def repairs_of(ds: Any) -> dict[str, Any]:
+    """The repairs a reader made (counts by kind and the share of checked items)."""
+    return {"counts": ds.problems.counts(), "checked": ds.problems.checked,
+            "rate": round(ds.problems.repair_rate, 6)}
+
+
+def _token_table(ds: Any, which: str, order: list[int] | None) -> Any:
+    """Token-offset table of ``ds`` (the corpus's one mapping; ``order[i]`` = index in ``ds``
+    of output task ``i``)."""
     from analysis.spans import SpanTable
 
-    lab_id = {lab: i for i, lab in enumerate(labels)}
-    task, start, end, label = [], [], [], []
-    idx = order if order is not None else range(len(ds.tasks))
-    for out_i, ds_i in enumerate(idx):
-        t = ds.tasks[ds_i]
-        for s in token_spans(t, which):  # type: ignore[arg-type]
-            task.append(out_i)
-            start.append(s.start)
-            end.append(s.end)
-            label.append(lab_id[s.label])
-    return SpanTable.from_arrays(
-        np.asarray(task, np.int64),
-        np.asarray(start, np.int64),
-        np.asarray(end, np.int64),
-        np.asarray(label, np.int32),
-        labels,
-    )
+    corpus = ds.corpus
+    cols = corpus.gold if which == "gold" else corpus.pred
+    if cols is None:
+        z = np.zeros(0, dtype=np.int64)
+        return SpanTable(z, z, z, np.zeros(0, dtype=np.int32), ds.labels)
+    tok = cols.token_table(corpus.token_offsets)
+    if order is None:
+        return tok
+    inv = np.empty(len(order), dtype=np.int64)
+    inv[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+    return SpanTable.from_arrays(inv[tok.task], tok.start, tok.end, tok.label, tok.labels)
 
 
 def load_pair(args: argparse.Namespace) -> Pair:
     """Load ``--gold`` / ``--pred`` and pair their tasks (see the module docstring)."""
     from analysis.dataset import Dataset
 
-    gold_ds: Dataset = _load(args.gold, args)
+    scheme = pair_scheme(args)
+    name = None if scheme is None else scheme["name"]
+    gold_ds: Dataset = _load(args.gold, args, name)
     if args.pred is None:
         if not any(t.pred is not None for t in gold_ds.tasks):
             raise ValueError(
@@ -148,7 +195,7 @@ def load_pair(args: argparse.Namespace) -> Pair:
             )
         pred_ds, which = gold_ds, "pred"
     else:
-        pred_ds = _load(args.pred, args)
+        pred_ds = _load(args.pred, args, name)
         which = "pred" if any(t.pred is not None for t in pred_ds.tasks) else "gold"
     gt, pt = gold_ds.tasks, pred_ds.tasks
 
@@ -208,8 +255,8 @@ def load_pair(args: argparse.Namespace) -> Pair:
     else:
         unit = "token"
         logger.info("gold and pred texts differ; comparing token offsets")
-        gold = _token_table(gold_ds, "gold", None, gold_ds.labels)
-        pred = _token_table(pred_ds, which, order, pred_ds.labels)
+        gold = _token_table(gold_ds, "gold", None)
+        pred = _token_table(pred_ds, which, order)
     # evaluate annotated tasks only
     keep = annotated[pred.task] if len(pred) else np.zeros(0, dtype=bool)
     if not keep.all():
@@ -226,7 +273,9 @@ def load_pair(args: argparse.Namespace) -> Pair:
         if n_nopred:
             logger.warning("%d annotated tasks have no prediction (counted as predicting nothing)",
                            n_nopred)
-    return Pair(gold_ds, gold, pred, n_tasks, annotated, unit, args.gold, args.pred)
+    return Pair(gold_ds, gold, pred, n_tasks, annotated, unit, args.gold, args.pred, scheme,
+                {"gold": repairs_of(gold_ds),
+                 **({"pred": repairs_of(pred_ds)} if pred_ds is not gold_ds else {})})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
             "offsets": pair.unit,
             "n_gold_spans": len(pair.gold),
             "n_pred_spans": len(pair.pred),
+            "scheme": pair.scheme,
+            "repairs": pair.repairs,
             "report": report.to_dict(),
         }
         json.dump(out, sys.stdout)
@@ -253,7 +304,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"gold: {pair.gold_path}  pred: {pair.pred_path or pair.gold_path + ' (predictions)'}\n"
             f"tasks evaluated: {int(pair.annotated.sum())} of {pair.n_tasks}; gold spans "
-            f"{len(pair.gold)}, predicted spans {len(pair.pred)} ({pair.unit} offsets)\n\n"
+            f"{len(pair.gold)}, predicted spans {len(pair.pred)} ({pair.unit} offsets)\n"
+            + (f"scheme: {pair.scheme['name'].upper()}"
+               + (" (detected from both files)" if pair.scheme.get("detected") else " (given)")
+               + "\n" if pair.scheme else "")
+            + "".join(f"{side} repairs: {r['counts']} of {r['checked']} checked\n"
+                      for side, r in (pair.repairs or {}).items() if r["counts"])
+            + "\n"
         )
         sys.stdout.write(report.to_text(digits=args.digits))
     return 0

@@ -208,6 +208,7 @@ def score_tasks(
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for k in ann:
         t, p = ds.tasks[k], preds[k]
+        assert t.id is not None  # ann holds tasks with ids only
         spans, ghosts = records[k]
         similar_spans(index, spans, getattr(p, "extra_embeddings", None), t.id, similar_k)
         d = float(dep.task_dep[k]) if np.isfinite(dep.task_dep[k]) else 0.0

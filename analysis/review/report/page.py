@@ -1,0 +1,285 @@
+"""One self-contained, offline HTML report of a dataset analysis.
+
+Every chart is inline SVG drawn here in Python (no CDN, no external file, no web font); the only
+script is a few lines of inline JavaScript that filter and sort the flagged-task table.  The
+report reads the dict produced by :func:`analysis.review.analyze.Analysis.to_dict` (keys ``metrics``,
+``alerts``, ``tasks``) plus an optional 2-D span map (:func:`span_map`).
+
+Sections: summary, alerts, F1 by class, sample count by class, error distribution, top
+misclassified pairs, confusion heat map, DEP distribution, high-DEP words, loss by label, span
+embedding map (coloured by label, or by DEP), flagged tasks with links into Label Studio
+(``<LS_URL>/projects/<pid>/data?task=<id>``), and :func:`write_csv` writes the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from analysis.review.report.charts import (PALETTE, empty, esc, fmt, hbar_chart, heatmap_chart,
+                                           histogram_chart, scatter_chart, stacked_bar_chart)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["render_report", "write_report", "write_csv", "flagged_rows"]
+
+
+def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per flagged task: id, DEP, error counts, the alerts that flagged it."""
+    by_id: dict[int, list[str]] = {}
+    for a in result.get("alerts", []):
+        for tid in a.get("task_ids", []):
+            by_id.setdefault(int(tid), []).append(str(a["name"]))
+    info = {}
+    for t in result.get("tasks", []):
+        key = t.get("id") if t.get("id") is not None else t.get("index")
+        info[int(key)] = t
+    rows = []
+    for tid, names in by_id.items():
+        t = info.get(tid, {})
+        errs = t.get("errors", {}) or {}
+        rows.append(
+            {
+                "id": tid,
+                "dep": t.get("dep"),
+                "n_errors": int(sum(v for k, v in errs.items() if k != "correct")),
+                "errors": errs,
+                "alerts": names,
+                "text": str(t.get("text", ""))[:120],
+            }
+        )
+    rows.sort(key=lambda r: (-(r["dep"] if r["dep"] is not None else -1.0), r["id"]))
+    return rows
+
+
+def _task_link(tid: int, ls_url: str | None, project_id: int | None) -> str:
+    if ls_url and project_id is not None:
+        url = f"{ls_url.rstrip('/')}/projects/{int(project_id)}/data?task={int(tid)}"
+        return f'<a href="{esc(url)}" target="_blank" rel="noopener">{tid}</a>'
+    return str(tid)
+
+
+def write_csv(
+    result: Mapping[str, Any],
+    path: str | Path,
+    *,
+    ls_url: str | None = None,
+    project_id: int | None = None,
+) -> Path:
+    """Write the flagged-task table as CSV (id, dep, error counts, alerts, link)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kinds = ("wrong_tag", "span_shift", "missed", "ghost")
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["task_id", "dep", "n_errors", *kinds, "alerts", "link", "text"])
+        for r in flagged_rows(result):
+            link = (
+                f"{ls_url.rstrip('/')}/projects/{int(project_id)}/data?task={r['id']}"
+                if ls_url and project_id is not None
+                else ""
+            )
+            w.writerow(
+                [
+                    r["id"],
+                    "" if r["dep"] is None else f"{r['dep']:.4f}",
+                    r["n_errors"],
+                    *[int(r["errors"].get(k, 0)) for k in kinds],
+                    "; ".join(r["alerts"]),
+                    link,
+                    r["text"],
+                ]
+            )
+    return path
+
+
+# --------------------------------------------------------------------------- the page
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
+header{background:#24292f;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
+main{padding:8px 24px;max-width:1280px}section{background:#fff;border:1px solid #e1e4e8;border-radius:6px;
+padding:12px 16px;margin:12px 0}h2{font-size:16px;margin:4px 0 10px}.grid{display:flex;flex-wrap:wrap;gap:12px}
+.grid section{flex:1 1 560px}svg text{font-size:12px;fill:#222}svg text.small{font-size:10px}
+svg text.note{fill:#777;font-size:10px}.empty{color:#777;font-style:italic}
+table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;text-align:left;
+vertical-align:top}th{cursor:pointer;background:#f6f8fa}.alert{border-left:4px solid #e15759;padding:4px 10px;
+margin:6px 0}.alert .rule{color:#555}.kpi{display:inline-block;margin-right:24px}.kpi b{font-size:20px;display:block}
+code{background:#f6f8fa;padding:1px 4px}
+"""
+
+_JS = """
+(function(){
+  var input=document.getElementById('flag-filter');
+  var table=document.getElementById('flagged');
+  if(!input||!table){return;}
+  var rows=Array.prototype.slice.call(table.tBodies[0].rows);
+  input.addEventListener('input',function(){
+    var q=input.value.toLowerCase();
+    rows.forEach(function(r){r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});
+  });
+  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,col){
+    th.addEventListener('click',function(){
+      var asc=th.getAttribute('data-asc')!=='1';th.setAttribute('data-asc',asc?'1':'0');
+      rows.sort(function(a,b){
+        var x=a.cells[col].getAttribute('data-v')||a.cells[col].textContent;
+        var y=b.cells[col].getAttribute('data-v')||b.cells[col].textContent;
+        var nx=parseFloat(x),ny=parseFloat(y);
+        var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:(x<y?-1:x>y?1:0);return asc?c:-c;});
+      rows.forEach(function(r){table.tBodies[0].appendChild(r);});
+    });
+  });
+  document.body.setAttribute('data-report-ready','1');
+})();
+"""
+
+
+def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]]) -> list[str]:
+    """The summary and the alerts sections."""
+    kpis = [
+        ("tasks", m.get("n_tasks", 0)),
+        ("annotated", m.get("n_annotated", 0)),
+        ("gold spans", m.get("n_gold_spans", 0)),
+        ("micro F1", (m.get("prf", {}).get("micro avg", {}) or {}).get("f1-score")),
+        ("alerts", len(alerts)),
+        ("flagged tasks", len({t for a in alerts for t in a.get("task_ids", [])})),
+    ]
+    summary = "".join(
+        f'<span class="kpi"><b>{esc(fmt(v) if v is not None else "–")}</b>{esc(k)}</span>'
+        for k, v in kpis)
+    if m.get("dep", {}).get("source"):
+        summary += f'<p>DEP from: <code>{esc(m["dep"]["source"])}</code></p>'
+    body = "".join(
+        f'<div class="alert"><b>{esc(a["name"])}</b> — {len(a.get("task_ids", []))} task(s)'
+        f'<div class="rule">rule: {esc(a["rule"])}</div>'
+        f"<details><summary>numbers</summary><pre>"
+        f"{esc(json.dumps(a.get('numbers', {}), indent=1)[:4000])}</pre></details></div>"
+        for a in alerts) if alerts else empty("no alert fired")
+    return [_section("Summary", summary, "summary"), _section("Alerts", body, "alerts")]
+
+
+def _section(name: str, body: str, sid: str) -> str:
+    return f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>'
+
+
+def _span_map_chart(spanmap: Mapping[str, Any]) -> str:
+    n = len(spanmap["x"])
+    titles = [f"{lab} {txt!r} (task {tid})" for lab, txt, tid in zip(
+        spanmap["label"], spanmap.get("text") or [""] * n, spanmap.get("task_id") or ["?"] * n)]
+    body = scatter_chart(spanmap["x"], spanmap["y"], cls="span-map-label",
+                         colour_by=spanmap["label"], titles=titles)
+    if spanmap.get("dep") is not None:
+        body += scatter_chart(spanmap["x"], spanmap["y"], cls="span-map-dep",
+                              value=spanmap["dep"], titles=titles)
+    return _section("Span embedding map (PCA)", f'<div class="grid">{body}</div>', "map")
+
+
+def _charts(m: Mapping[str, Any], spanmap: Mapping[str, Any] | None) -> str:
+    """The chart grid."""
+    prf = m.get("prf", {}) or {}
+    f1 = [(k, float(v.get("f1-score", 0.0))) for k, v in prf.items()
+          if not k.endswith(" avg") and isinstance(v, Mapping)]
+    sc = m.get("sample_count", {}) or {}
+    tc = m.get("top_confusions", []) or []
+    conf = m.get("confusion", {}) or {}
+    dep = m.get("dep", {}) or {}
+    hist = dep.get("histogram") or {}
+    hw = m.get("high_dep_words", []) or []
+    loss = (m.get("loss", {}) or {}).get("by_label", {}) or {}
+    out = [
+        _section("F1 by class", hbar_chart(f1, cls="f1-by-class", vmax=1.0), "f1"),
+        _section("Sample count by class (spans)", hbar_chart(
+            [(k, v.get("spans", 0)) for k, v in sc.items()], cls="sample-count", fmt="{:.0f}",
+            colour=PALETTE[4]), "samples"),
+        _section("Error distribution by class", stacked_bar_chart(
+            m.get("error_distribution", {}) or {},
+            ("correct", "wrong_tag", "span_shift", "missed", "ghost"), cls="error-distribution"),
+            "errors"),
+        _section("Top misclassified pairs (gold → predicted)", hbar_chart(
+            [(f"{p['gold']} → {p['pred']}", p["count"]) for p in tc[:15]], cls="top-confusions",
+            fmt="{:.0f}", colour=PALETTE[2]), "pairs"),
+    ]
+    if conf.get("labels"):
+        out.append(_section(
+            "Confusion (row-normalised" + (", diagonal removed)" if conf.get("zero_diagonal")
+                                           else ")"),
+            heatmap_chart(conf["normalized"], conf["labels"], cls="confusion",
+                          raw=conf.get("raw")), "confusion"))
+    out.append(_section("DEP distribution (tasks)", histogram_chart(
+        hist.get("edges", []), hist.get("counts", []), cls="dep-histogram",
+        threshold=dep.get("threshold")) if hist
+        else empty("no DEP: analyze with --probs or --model"), "dep"))
+    out.append(_section("Words most frequent in high-DEP spans", hbar_chart(
+        [(w["word"], w["count"]) for w in hw[:20]], cls="high-dep-words", fmt="{:.0f}",
+        colour=PALETTE[1]), "words"))
+    out.append(_section("Mean token loss by gold label", hbar_chart(
+        [(k, v["mean"]) for k, v in loss.items()], cls="loss-by-label", colour=PALETTE[6])
+        if loss else empty("no loss: analyze with --probs or --model"), "loss"))
+    if spanmap and spanmap.get("x"):
+        out.append(_span_map_chart(spanmap))
+    return '<div class="grid">' + "".join(out) + "</div>"
+
+
+def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | None,
+             max_rows: int) -> str:
+    """The sortable, filterable table of flagged tasks."""
+    rows = flagged_rows(result)
+    kinds = ("wrong_tag", "span_shift", "missed", "ghost")
+    head = "".join(f"<th>{esc(h)}</th>" for h in ("task", "DEP", "errors", *kinds, "alerts",
+                                                   "text"))
+    trs = []
+    for r in rows[:max_rows]:
+        dep_v = "" if r["dep"] is None else f"{r['dep']:.3f}"
+        trs.append(
+            "<tr>"
+            f'<td data-v="{r["id"]}">{_task_link(r["id"], ls_url, project_id)}</td>'
+            f'<td data-v="{dep_v}">{dep_v}</td><td>{r["n_errors"]}</td>'
+            + "".join(f"<td>{int(r['errors'].get(k, 0))}</td>" for k in kinds)
+            + f"<td>{esc(', '.join(r['alerts']))}</td><td>{esc(r['text'])}</td></tr>")
+    more = (f"<p>showing {max_rows} of {len(rows)}; the CSV has all</p>"
+            if len(rows) > max_rows else "")
+    return _section(
+        f"Flagged tasks ({len(rows)})",
+        '<input id="flag-filter" placeholder="filter rows…" size="40"> '
+        f'<table id="flagged"><thead><tr>{head}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
+        + more, "flagged-tasks")
+
+
+def render_report(
+    result: Mapping[str, Any],
+    *,
+    ls_url: str | None = None,
+    project_id: int | None = None,
+    spanmap: Mapping[str, Any] | None = None,
+    title: str = "ner-quality report",
+    max_rows: int = 2000,
+) -> str:
+    """The report as one HTML string (see the module docstring)."""
+    m = result.get("metrics", {}) or {}
+    alerts = list(result.get("alerts", []) or [])
+    parts = _summary(m, alerts) + [_charts(m, spanmap), _flagged(result, ls_url, project_id,
+                                                                  max_rows)]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1></header><main>{''.join(parts)}</main>"
+        f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_report(
+    result: Mapping[str, Any],
+    path: str | Path,
+    **kwargs: Any,
+) -> Path:
+    """Render and write atomically (temp file + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_report(result, **kwargs), encoding="utf-8")
+    tmp.replace(path)
+    return path
