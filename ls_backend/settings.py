@@ -72,6 +72,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return val
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: {raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "")
     if raw == "":
@@ -111,6 +122,7 @@ class Settings:
     log_level_set: bool = field(default=False, repr=False)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "ner-quality")
     sync_skew_s: int = 300
+    retain_memory: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +167,7 @@ class Settings:
             cache_dir=Path(env.get("NERQ_CACHE_DIR") or Path.home() / ".cache" / "ner-quality")
             .expanduser(),
             sync_skew_s=_int(env, "NERQ_SYNC_SKEW_S", 300),
+            retain_memory=_bool(env, "NERQ_RETAIN_MEMORY", True),
         )
 
     @property

@@ -56,6 +56,7 @@ from analysis.corpus import Corpus
 from analysis.dep.errormodel import ErrorModel, default_error_model
 from analysis.dep.inputs import ProbsLike, Scored, as_corpus, as_output, prepare
 from analysis.dep.result import DepResult
+from analysis.dep.rows import CHUNK
 from analysis.dep.signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, calibrate, combine
 from analysis.dep.signals import token_margins
 from analysis.dep.thresholds import (AGGREGATES, CATEGORIES, Aggregate, Thresholds,
@@ -116,7 +117,7 @@ def _margin_dep(sc: Scored, corpus: Corpus, epochs_probs: Sequence[ProbsLike] | 
                 tol: float) -> np.ndarray:
     """``(1 − margin) / 2`` per flat token; the margin averaged over epochs when given (AUM)."""
     if not epochs_probs:
-        margin = token_margins(sc.probs, sc.gold)
+        margin = (sc.gold_prob - sc.other_prob).astype(np.float32)  # = token_margins
     else:
         margins = []
         for e, ep in enumerate(epochs_probs):
@@ -139,7 +140,7 @@ def _predictions(sc: Scored) -> tuple[Alignment, SpanTable, SpanTable, np.ndarra
     """
     corpus, ts = sc.corpus, sc.tagset
     labels = tuple(corpus.labels) + tuple(sorted(set(ts.types) - set(corpus.labels)))
-    best = sc.probs.argmax(axis=1) if sc.n_tokens else np.zeros(0, dtype=np.int64)
+    best = sc.best
     p0, p1, plab = decode_columns(best, sc.offsets, ts, labels)
     ptask = sc.tok_task[p0] if p0.size else np.zeros(0, dtype=np.int64)
     base = sc.offsets[ptask]
@@ -153,7 +154,7 @@ def _predictions(sc: Scored) -> tuple[Alignment, SpanTable, SpanTable, np.ndarra
     chars = SpanTable(ptask, corpus.token_start[rows[p0]] if p0.size else p0,
                       corpus.token_end[rows[p1 - 1]] if p0.size else p1,
                       plab.astype(np.int32), labels)
-    conf = sc.probs[np.arange(sc.n_tokens), best] if sc.n_tokens else np.zeros(0, np.float32)
+    conf = sc.best_prob
     csum = np.concatenate([[0.0], np.cumsum(conf, dtype=np.float64)])
     pconf = ((csum[p1] - csum[p0]) / np.maximum(p1 - p0, 1)).astype(np.float32)
     return al, flat, chars, pconf
@@ -174,19 +175,21 @@ def _score_units(scorer: str, sc: Scored, u: Units, g_kind: np.ndarray, *,
                              calibrate(tok_raw, "o", cal)).astype(np.float64)
         return span_score, tok_score, suspect, None
     em = default_error_model() if error_model is None else error_model
-    log_margin = log_margins(sc.probs, sc.gold)
+    log_margin = log_margins(sc.gold_prob, sc.other_prob)
     span_x = span_features(u, log_margin, sc.span_t0, sc.span_t1, g_kind)
-    tok_x = token_features(u, log_margin, sc)
     tok_z = np.zeros(sc.n_tokens, dtype=np.float64)
     b_o = u.boundary[u.o_tok]
-    if u.o_tok.size:
-        tok_z[u.o_tok] = np.where(b_o, em.error_log_odds("o_boundary", tok_x),
-                                  em.error_log_odds("o", tok_x))
-    span_score = _sigmoid(em.error_log_odds("span", span_x))
+    for name, m in (("o_boundary", b_o), ("o", ~b_o)):  # each model on its own tokens only,
+        sel = u.o_tok[m]  # in blocks (no full-size feature matrix)
+        for a in range(0, sel.size, CHUNK):
+            r = sel[a:a + CHUNK]
+            tok_z[r] = em.error_log_odds(name, token_features(u, log_margin, sc, r))
+    span_odds, span_suspect = em.units["span"].odds_and_suspected(span_x)
+    span_score = _sigmoid(span_odds)
     tok_score = _sigmoid(tok_z)
     tok_score[u.inside] = 0.0
     if n_span:
-        suspect = em.suspected("span", span_x)
+        suspect = span_suspect
     units = None
     if return_units:
         tt = sc.tok_task[u.o_tok]
@@ -194,6 +197,7 @@ def _score_units(scorer: str, sc: Scored, u: Units, g_kind: np.ndarray, *,
         base = sc.span_base
         units = {"span": {"x": span_x, "task": sc.span_task, "token_start": sc.span_t0 - base,
                           "token_end": sc.span_t1 - base}}
+        tok_x = token_features(u, log_margin, sc)
         for name, m in (("o_boundary", b_o), ("o", ~b_o)):
             units[name] = {"x": tok_x[m], "task": tt[m], "token": local[m]}
     return span_score, tok_score, suspect, units
@@ -202,8 +206,12 @@ def _score_units(scorer: str, sc: Scored, u: Units, g_kind: np.ndarray, *,
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function, float64."""
     z = np.asarray(z, dtype=np.float64)
-    out: np.ndarray = np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
-                               np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)  # exp(-|z|)
+    out: np.ndarray = 1.0 + e
+    # 1 / (1 + e) where z >= 0, e / (1 + e) elsewhere
+    np.divide(np.where(z >= 0, 1.0, e), out, out=out)
     return out
 
 
@@ -352,11 +360,17 @@ def compute_dep(
 
 def _task_dep(sc: Scored, u: Units, span_score: np.ndarray, tok_score: np.ndarray,
               aggregate: Aggregate, n_tasks: int) -> tuple[np.ndarray, np.ndarray]:
-    unit_task = np.concatenate([sc.span_task, sc.tok_task[u.o_tok]])
-    unit_score = np.concatenate([span_score, tok_score[u.o_tok]])
-    unit_len = np.concatenate([sc.span_t1 - sc.span_t0, np.ones(len(u.o_tok), dtype=np.int64)])
-    task_dep = aggregate_units(unit_task, unit_score, n_tasks, method=aggregate,
-                               unit_weight=unit_len)
+    o_task = sc.tok_task[u.o_tok]
+    if aggregate == "max":  # spans and O tokens are each grouped by task: max of the two maxima
+        task_dep = np.fmax(aggregate_units(sc.span_task, span_score, n_tasks),
+                           aggregate_units(o_task, tok_score[u.o_tok], n_tasks))
+    else:
+        unit_task = np.concatenate([sc.span_task, o_task])
+        unit_score = np.concatenate([span_score, tok_score[u.o_tok]])
+        unit_len = np.concatenate([sc.span_t1 - sc.span_t0,
+                                   np.ones(len(u.o_tok), dtype=np.int64)])
+        task_dep = aggregate_units(unit_task, unit_score, n_tasks, method=aggregate,
+                                   unit_weight=unit_len)
     scored_mask = np.zeros(n_tasks, dtype=bool)
     scored_mask[sc.tasks] = True
     task_dep[scored_mask & np.isnan(task_dep)] = 0.0  # annotated tasks with no token at all
@@ -365,10 +379,11 @@ def _task_dep(sc: Scored, u: Units, span_score: np.ndarray, tok_score: np.ndarra
 
 def _signal_maxima(sc: Scored, u: Units, n_tasks: int) -> pd.DataFrame:
     """Per-task max of each signal (for explanations and the ablation)."""
-    unit_task = np.concatenate([sc.span_task, sc.tok_task[u.o_tok]])
+    o_task = sc.tok_task[u.o_tok]
     out = {}
-    for k in u.span:
-        vals = np.concatenate([np.nan_to_num(np.asarray(u.span[k], dtype=np.float64)),
-                               np.asarray(u.tok[k], dtype=np.float64)[u.o_tok]])
-        out[k] = aggregate_units(unit_task, vals, n_tasks, method="max")
+    for k in u.span:  # spans and O tokens are each grouped by task
+        out[k] = np.fmax(
+            aggregate_units(sc.span_task, np.nan_to_num(np.asarray(u.span[k], np.float64)),
+                            n_tasks),
+            aggregate_units(o_task, np.asarray(u.tok[k], dtype=np.float64)[u.o_tok], n_tasks))
     return pd.DataFrame(out)

@@ -157,7 +157,10 @@ class UnitModel:
             raise ValueError(f"{self.unit_type}: expected (n, {len(self.features)}) features "
                              f"{list(self.features)}, got shape {x.shape}")
         x = np.where(np.isnan(x), self.mean, x)  # missing -> training mean (no contribution)
-        z: np.ndarray = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        np.subtract(x, self.mean, out=x)
+        np.divide(x, self.scale, out=x)
+        # (coef @ x.T).T: the same sums as x @ coef.T, an order of magnitude faster for tall x
+        z: np.ndarray = (self.coef @ x.T).T + self.intercept
         return z
 
     def log_probs(self, x: np.ndarray) -> np.ndarray:
@@ -169,17 +172,20 @@ class UnitModel:
 
     def error_log_odds(self, x: np.ndarray) -> np.ndarray:
         """(n,) ``log(1 − p(clean)) − log p(clean)``: the logit of the error probability."""
+        return self.odds_and_suspected(x)[0]
+
+    def suspected(self, x: np.ndarray) -> np.ndarray:
+        """(n,) object: the most likely error class of each unit (ignoring ``clean``)."""
+        return self.odds_and_suspected(x)[1]
+
+    def odds_and_suspected(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`error_log_odds` and :meth:`suspected` from one evaluation of the model."""
         z = self._z(x)
         err = z[:, 1:]
         emax = err.max(axis=1)
         lse = emax + np.log(np.exp(err - emax[:, None]).sum(axis=1))
-        out: np.ndarray = lse - z[:, 0]
-        return out
-
-    def suspected(self, x: np.ndarray) -> np.ndarray:
-        """(n,) object: the most likely error class of each unit (ignoring ``clean``)."""
-        z = self._z(x)
-        return np.asarray(self.classes[1:], dtype=object)[z[:, 1:].argmax(axis=1)]
+        names = np.asarray(self.classes[1:], dtype=object)
+        return lse - z[:, 0], names[err.argmax(axis=1)] if len(z) else np.zeros(0, object)
 
     def to_dict(self) -> dict[str, Any]:
         return {

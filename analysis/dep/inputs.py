@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 
 from analysis.corpus import Corpus
+from analysis.dep.rows import CHUNK, argmax_conf, gold_and_other
 from analysis.exceptions import DataError
 from analysis.probs import ModelOutput
 from analysis.tags import TagSet, range_positions
@@ -147,6 +149,34 @@ class Scored:
     def n_tokens(self) -> int:
         return int(self.probs.shape[0])
 
+    @cached_property
+    def _best(self) -> tuple[np.ndarray, np.ndarray]:
+        return argmax_conf(self.probs)
+
+    @property
+    def best(self) -> np.ndarray:
+        """(N_flat,) the argmax tag column of every row (computed once)."""
+        return self._best[0]
+
+    @property
+    def best_prob(self) -> np.ndarray:
+        """(N_flat,) float32 ``p(argmax)`` of every row."""
+        return self._best[1]
+
+    @cached_property
+    def _gold_other(self) -> tuple[np.ndarray, np.ndarray]:
+        return gold_and_other(self.probs, self.gold)
+
+    @property
+    def gold_prob(self) -> np.ndarray:
+        """(N_flat,) float32 ``p(gold)`` of every row."""
+        return self._gold_other[0]
+
+    @property
+    def other_prob(self) -> np.ndarray:
+        """(N_flat,) float32 ``max p(other)`` of every row (the best tag that is not gold)."""
+        return self._gold_other[1]
+
     @property
     def span_base(self) -> np.ndarray:
         """(n_spans,) flat row of the first token of each span's task."""
@@ -189,16 +219,17 @@ def _flat_rows(corpus: Corpus, out: ModelOutput, scored: np.ndarray
 
 def _check_values(corpus: Corpus, flat: np.ndarray, offsets: np.ndarray, tok_task: np.ndarray,
                   tol: float) -> None:
-    if not flat.shape[0]:
-        return
-    bad = ~np.isfinite(flat).all(axis=1)
-    bad |= (flat < -tol).any(axis=1)
-    sums = flat.sum(axis=1, dtype=np.float64)
-    rows = np.flatnonzero(bad | (np.abs(sums - 1.0) > tol))
-    if rows.size:
+    for a in range(0, flat.shape[0], CHUNK):  # in blocks: no full-size temporaries
+        blk = flat[a:a + CHUNK]
+        bad = ~np.isfinite(blk).all(axis=1)
+        bad |= (blk < -tol).any(axis=1)
+        sums = blk.sum(axis=1, dtype=np.float64)
+        rows = np.flatnonzero(bad | (np.abs(sums - 1.0) > tol))
+        if not rows.size:
+            continue
         r = int(rows[0])
-        t = int(tok_task[r])
-        tok = r - int(offsets[t])
+        t = int(tok_task[a + r])
+        tok = a + r - int(offsets[t])
         if bad[r]:
             raise DataError(f"{corpus.name(t)}: token {tok} has NaN, infinite or negative "
                             "probabilities")

@@ -55,7 +55,9 @@ __all__ = [
     "calibrate",
 ]
 
+from analysis.dep.rows import argmax_conf, gold_and_other
 from analysis.dep.surface import surface_consistency
+from analysis.tags import range_positions
 
 logger = logging.getLogger(__name__)
 
@@ -98,24 +100,22 @@ def token_margins(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
     >>> token_margins(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), np.array([0, 1])).round(2)
     array([ 0.5, -0.3], dtype=float32)
     """
-    probs = np.asarray(probs, dtype=np.float32)
-    n = probs.shape[0]
-    if n == 0:
+    probs = np.asarray(probs)
+    if probs.shape[0] == 0:
         return np.zeros(0, dtype=np.float32)
-    rows = np.arange(n)
-    pg = probs[rows, gold]
-    other = probs.copy()
-    other[rows, gold] = -np.inf
-    return (pg - other.max(axis=1)).astype(np.float32)
+    pg, other = gold_and_other(probs, np.asarray(gold))
+    return (pg - other).astype(np.float32)
 
 
-def model_disagreement(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+def model_disagreement(probs: np.ndarray, gold: np.ndarray, *,
+                       best: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Confidence of the model's argmax where it differs from the gold tag.
 
     Parameters
     ----------
     probs : (N, n_tags) float
     gold : (N,) int, gold tag column of each token
+    best : the rows' ``(argmax, p(argmax))`` when already known (:func:`argmax_conf`)
 
     Returns
     -------
@@ -125,8 +125,7 @@ def model_disagreement(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
     gold = np.asarray(gold)
     if probs.shape[0] == 0:
         return np.zeros(0, dtype=np.float32)
-    am = probs.argmax(axis=1)
-    conf = probs[np.arange(probs.shape[0]), am]
+    am, conf = argmax_conf(probs) if best is None else best
     return np.where(am != gold, conf, 0.0).astype(np.float32)
 
 
@@ -169,12 +168,14 @@ def type_disagreement(
     b = np.asarray(b_cols, dtype=np.int64)
     i = np.asarray(i_cols, dtype=np.int64)
     has = (b >= 0) & (i >= 0)
-    p = np.asarray(probs, dtype=np.float64)
-    typ = np.zeros((p.shape[0] + 1, len(b)), dtype=np.float64)  # + 1 row: reduceat end marker
-    typ[:-1, has] = p[:, b[has]] + p[:, i[has]]
-    idx = np.empty(2 * n, dtype=np.int64)
-    idx[0::2], idx[1::2] = s0, s1
-    mean = np.add.reduceat(typ, idx, axis=0)[0::2] / (s1 - s0)[:, None]
+    # only the spans' own tokens, packed in order: the sums run over the same values in the
+    # same order as over the full array
+    pos, _ = range_positions(s0, s1)
+    length = s1 - s0
+    p = np.asarray(np.asarray(probs)[pos], dtype=np.float64)
+    typ = np.zeros((pos.size, len(b)), dtype=np.float64)
+    typ[:, has] = p[:, b[has]] + p[:, i[has]]
+    mean = np.add.reduceat(typ, np.cumsum(length) - length, axis=0) / length[:, None]
     rows = np.arange(n)
     gold = mean[rows, lab]
     mean[rows, lab] = -np.inf

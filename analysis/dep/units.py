@@ -25,25 +25,36 @@ __all__ = ["Units", "unit_signals", "span_features", "token_features", "range_ma
            "range_mean"]
 
 
+def _packed(values: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values inside the ranges, packed in order (float64), and where each range starts."""
+    pos, _ = range_positions(t0, t1)
+    length = np.asarray(t1, dtype=np.int64) - np.asarray(t0, dtype=np.int64)
+    return np.asarray(np.asarray(values)[pos], dtype=np.float64), np.cumsum(length) - length
+
+
 def range_max(values: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
-    """Max of ``values`` over sorted, non-overlapping, non-empty ranges ``[t0_i, t1_i)``."""
+    """Max of ``values`` over sorted, non-overlapping, non-empty ranges ``[t0_i, t1_i)``.
+
+    >>> range_max(np.array([1.0, 5, 2, 0, 3]), np.array([0, 3]), np.array([2, 5])).tolist()
+    [5.0, 3.0]
+    """
     if len(t0) == 0:
         return np.zeros(0, dtype=np.float64)
-    v = np.append(np.asarray(values, dtype=np.float64), -np.inf)
-    idx = np.empty(2 * len(t0), dtype=np.int64)
-    idx[0::2], idx[1::2] = t0, t1
-    out: np.ndarray = np.maximum.reduceat(v, idx)[0::2]
+    v, start = _packed(values, t0, t1)
+    out: np.ndarray = np.maximum.reduceat(v, start)
     return out
 
 
 def range_mean(values: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` over sorted, non-overlapping, non-empty ranges ``[t0_i, t1_i)``."""
+    """Mean of ``values`` over sorted, non-overlapping, non-empty ranges ``[t0_i, t1_i)``.
+
+    >>> range_mean(np.array([1.0, 5, 2, 0, 3]), np.array([0, 3]), np.array([2, 5])).tolist()
+    [3.0, 1.5]
+    """
     if len(t0) == 0:
         return np.zeros(0, dtype=np.float64)
-    v = np.append(np.asarray(values, dtype=np.float64), 0.0)
-    idx = np.empty(2 * len(t0), dtype=np.int64)
-    idx[0::2], idx[1::2] = t0, t1
-    out: np.ndarray = np.add.reduceat(v, idx)[0::2] / (np.asarray(t1) - np.asarray(t0))
+    v, start = _packed(values, t0, t1)
+    out: np.ndarray = np.add.reduceat(v, start) / (np.asarray(t1) - np.asarray(t0))
     return out
 
 
@@ -98,7 +109,7 @@ def unit_signals(sc: Scored, margin_dep: np.ndarray, *, span_embeddings: np.ndar
     corpus, ts = sc.corpus, sc.tagset
     t0, t1 = sc.span_t0, sc.span_t1
     n_tok = sc.n_tokens
-    disagree = model_disagreement(sc.probs, sc.gold)
+    disagree = model_disagreement(sc.probs, sc.gold, best=(sc.best, sc.best_prob))
     codes = corpus.lower_codes[sc.rows] if n_tok else np.zeros(0, dtype=np.int64)
     surf_span, surf_tok = surface_consistency(None, sc.tok_task, sc.gold == ts.o, t0, t1,
                                               sc.span_label, codes=codes)
@@ -123,17 +134,11 @@ def unit_signals(sc: Scored, margin_dep: np.ndarray, *, span_embeddings: np.ndar
                  span_tok, span_owner)
 
 
-def log_margins(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """(N,) float64 ``log max p(other) − log p(gold)`` (float32 is ample for the max)."""
-    n = probs.shape[0]
-    if not n:
-        return np.zeros(0)
-    other = np.array(probs, dtype=np.float32)
-    rows = np.arange(n)
-    pg = other[rows, gold].astype(np.float64)
-    other[rows, gold] = -np.inf
-    out: np.ndarray = (np.log(np.maximum(other.max(axis=1).astype(np.float64), 1e-12))
-                       - np.log(np.maximum(pg, 1e-12)))
+def log_margins(gold_prob: np.ndarray, other_prob: np.ndarray) -> np.ndarray:
+    """(N,) float64 ``log max p(other) − log p(gold)`` from the float32 row statistics
+    (:attr:`Scored.gold_prob`, :attr:`Scored.other_prob`; float32 is ample for the max)."""
+    out: np.ndarray = (np.log(np.maximum(np.asarray(other_prob, dtype=np.float64), 1e-12))
+                       - np.log(np.maximum(np.asarray(gold_prob, dtype=np.float64), 1e-12)))
     return out
 
 
@@ -162,23 +167,25 @@ def span_features(u: Units, log_margin: np.ndarray, t0: np.ndarray, t1: np.ndarr
     return np.column_stack([np.asarray(cols[f], dtype=np.float64) for f in SPAN_FEATURES])
 
 
-def token_features(u: Units, log_margin: np.ndarray, sc: Scored) -> np.ndarray:
-    """(n_o_tokens, len(TOKEN_FEATURES)) feature rows of the gold-``O`` tokens ``u.o_tok``."""
-    rows = u.o_tok
+def token_features(u: Units, log_margin: np.ndarray, sc: Scored,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """(n_rows, len(TOKEN_FEATURES)) feature rows of the flat tokens ``rows`` (default: every
+    gold-``O`` token, ``u.o_tok``)."""
+    rows = u.o_tok if rows is None else np.asarray(rows, dtype=np.int64)
+    x = np.empty((rows.size, len(TOKEN_FEATURES)), dtype=np.float64)
     if rows.size == 0:
-        return np.zeros((0, len(TOKEN_FEATURES)), dtype=np.float64)
+        return x
     sig = u.tok
-    initial = np.zeros(sc.n_tokens, dtype=bool)
     off = sc.offsets
-    initial[off[:-1][np.diff(off) > 0]] = True
-    cap = sc.corpus.capitalized[sc.rows[rows]]
     cols = {
-        "margin": logit(np.asarray(sig["margin"])[rows]),
-        "log_margin": np.asarray(log_margin, dtype=np.float64)[rows],
-        "surface": np.asarray(sig["surface"], dtype=np.float64)[rows],
-        "disagreement": np.asarray(sig["disagreement"], dtype=np.float64)[rows],
-        "capitalized": cap,
-        "sentence_initial": initial[rows],
-        "entity": logit(1.0 - np.asarray(sc.probs[:, sc.tagset.o], dtype=np.float64)[rows]),
+        "margin": lambda: logit(np.asarray(sig["margin"][rows], dtype=np.float64)),
+        "log_margin": lambda: log_margin[rows],
+        "surface": lambda: sig["surface"][rows],
+        "disagreement": lambda: sig["disagreement"][rows],
+        "capitalized": lambda: sc.corpus.capitalized[sc.rows[rows]],
+        "sentence_initial": lambda: (off[sc.tok_task[rows]] == rows),  # first row of its task
+        "entity": lambda: logit(1.0 - np.asarray(sc.probs[rows, sc.tagset.o], dtype=np.float64)),
     }
-    return np.column_stack([np.asarray(cols[f], dtype=np.float64) for f in TOKEN_FEATURES])
+    for j, f in enumerate(TOKEN_FEATURES):
+        x[:, j] = cols[f]()
+    return x

@@ -13,6 +13,7 @@ line-by-line reader would.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,14 +189,17 @@ def _first_seen(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_structure(raw: bytes, f: _Fields, line_no: np.ndarray, is_doc: np.ndarray,
-                     s: np.ndarray, e: np.ndarray) -> int:
-    """Raise for the first line that breaks the structure; return the column count."""
+                     s: np.ndarray, e: np.ndarray, carry: _Carry) -> None:
+    """Raise for the first line that breaks the structure; fix the file's column count (the
+    first token line's) in ``carry``."""
     tok = np.flatnonzero(~is_doc)
     if not tok.size:
-        return 2
+        return
     nc = f.ncols[tok]
-    ref = int(nc[0]) if nc[0] >= 2 else 2
-    ref_line = int(line_no[tok[0]])
+    if carry.ncols is None:
+        carry.ncols = int(nc[0]) if nc[0] >= 2 else 2
+        carry.ref_line = int(line_no[tok[0]])
+    ref, ref_line = carry.ncols, carry.ref_line
     few = nc < 2
     changed = ~few & (nc != ref)
     empty = (f.tok_e[tok] <= f.tok_s[tok])
@@ -210,17 +214,104 @@ def _check_structure(raw: bytes, f: _Fields, line_no: np.ndarray, is_doc: np.nda
             raise DataError(f"line {line_no[k]}: {nc[bad[0]]} columns, but line {ref_line} has "
                             f"{ref}: {text!r}")
         raise DataError(f"line {line_no[k]}: empty token in {text!r}")
-    return ref
 
 
-def split_lines(raw: bytes) -> Lines:
+@dataclass
+class _Carry:
+    """What one block of the file passes to the next."""
+
+    ncols: int | None = None  # the file's column count (its first token line's) ...
+    ref_line: int = 0  # ... and that line
+    docstart: str | None = None  # a -DOCSTART- line still waiting for its sentence
+
+
+@dataclass(frozen=True, eq=False)
+class _Block:
+    n_lines: int
+    line: np.ndarray
+    sentence: np.ndarray  # block-local sentence index
+    n_sent: int
+    token_codes: np.ndarray  # block-local codes ...
+    token_vocab: list[str]  # ... into these
+    tag_codes: np.ndarray
+    tag_vocab: list[str]
+    extra: list[list[list[str]]] | None
+    docstart: list[str | None]
+
+
+#: bytes per block: the file is parsed block by block (cut at blank lines) so that the
+#: temporaries stay a few tens of MB whatever the file size
+BLOCK_BYTES = 1 << 22
+_BLANK_LINE = re.compile(rb"\n[ \t\r\f\v]*\n")
+
+
+def _block_bounds(raw: bytes, size: int) -> list[tuple[int, int]]:
+    """Byte ranges of about ``size`` bytes, each cut just before a blank line (so no sentence
+    is split); a file without blank lines is one block."""
+    out, a, n = [], 0, len(raw)
+    while a < n:
+        m = _BLANK_LINE.search(raw, min(a + size, n)) if a + size < n else None
+        b = m.start() + 1 if m else n
+        out.append((a, b))
+        a = b
+    return out
+
+
+def split_lines(raw: bytes, *, block_bytes: int = BLOCK_BYTES) -> Lines:
     """Parse the structure of a CoNLL file (UTF-8 bytes, BOM already removed)."""
+    carry = _Carry()
+    blocks: list[_Block] = []
+    line_base = 0
+    for a, b in _block_bounds(raw, block_bytes):
+        blk = _split_block(raw[a:b], line_base, carry)
+        line_base += blk.n_lines
+        if blk.line.size or blk.docstart:
+            blocks.append(blk)
+    return _merge(blocks, carry)
+
+
+def _merge(blocks: list[_Block], carry: _Carry) -> Lines:
+    """One :class:`Lines` from the blocks: global sentence numbers, one vocabulary per column
+    (codes in first-seen order, as a single pass would give)."""
+    n_sent = [b.n_sent for b in blocks]
+    sent_base = np.concatenate([[0], np.cumsum(n_sent)]).astype(np.int64)
+    sentence = np.concatenate([b.sentence + sent_base[i] for i, b in enumerate(blocks)]
+                              or [np.zeros(0, np.int64)])
+    total = int(sent_base[-1])
+    offsets = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sentence, minlength=total), out=offsets[1:])
+    token_codes, token_vocab = _merge_codes([(b.token_codes, b.token_vocab) for b in blocks])
+    tag_codes, tag_vocab = _merge_codes([(b.tag_codes, b.tag_vocab) for b in blocks])
+    docstart = [d for b in blocks for d in b.docstart]
+    extra = None
+    if carry.ncols is not None and carry.ncols > 2:
+        extra = [x for b in blocks for x in (b.extra or [])]
+    line = np.concatenate([b.line for b in blocks] or [np.zeros(0, np.int64)])
+    return Lines(line, sentence, offsets, token_codes, token_vocab, tag_codes, tag_vocab, extra,
+                 docstart, carry.ncols or 2)
+
+
+def _merge_codes(parts: list[tuple[np.ndarray, list[str]]]) -> tuple[np.ndarray, list[str]]:
+    if len(parts) == 1:
+        return parts[0]
+    allv = np.empty(sum(len(v) for _, v in parts), dtype=object)
+    allv[:] = [x for _, v in parts for x in v]
+    glob, vocab = pd.factorize(allv)  # first-seen over the blocks in order
+    out, k = [], 0
+    for codes, v in parts:
+        out.append(np.asarray(glob[k:k + len(v)], dtype=np.int64)[codes])
+        k += len(v)
+    return (np.concatenate(out) if out else np.zeros(0, np.int64)), list(vocab)
+
+
+def _split_block(raw: bytes, line_base: int, carry: _Carry) -> _Block:
+    """The token lines of one block (whole sentences); line numbers after ``line_base``."""
     buf = np.frombuffer(raw, dtype=np.uint8)
     s_all, e_all = _bounds(buf)
     blank = _blank(raw, buf, s_all, e_all)
     content = np.flatnonzero(~blank)
     s, e = s_all[content], e_all[content]
-    line_no = content + 1
+    line_no = content + 1 + line_base
     f = _fields(raw, buf, s, e)
     # -DOCSTART- lines: the first column is exactly the marker
     marker = np.frombuffer(DOCSTART.encode(), dtype=np.uint8)
@@ -231,7 +322,7 @@ def split_lines(raw: bytes) -> Lines:
         is_doc[cand] = (got == marker).all(axis=1)
     for i, cols in f.slow.items():
         is_doc[i] = bool(cols) and cols[0] == DOCSTART
-    ncols = _check_structure(raw, f, line_no, is_doc, s, e)
+    _check_structure(raw, f, line_no, is_doc, s, e, carry)
     # sentences: runs of token lines between blank lines and -DOCSTART- lines
     brk = np.ones(len(content), dtype=bool)
     if len(content) > 1:
@@ -248,17 +339,32 @@ def split_lines(raw: bytes) -> Lines:
         ts[in_slow] = te[in_slow] = gs[in_slow] = ge[in_slow] = -1
     token_codes, token_vocab = _codes_with_slow(raw, buf, ts, te, tok, f.slow, 0)
     tag_codes, tag_vocab = _codes_with_slow(raw, buf, gs, ge, tok, f.slow, -1)
+    docstart = _docstarts(raw, s, e, content, tok, offsets, is_doc, carry)
+    ncols = carry.ncols or 2
+    extra = _extra(raw, s, e, tok, f, offsets) if ncols > 2 else None
+    return _Block(len(s_all), line_no[tok], sentence, n_sent, token_codes, token_vocab,
+                  tag_codes, tag_vocab, extra, docstart)
+
+
+def _docstarts(raw: bytes, s: np.ndarray, e: np.ndarray, content: np.ndarray, tok: np.ndarray,
+               offsets: np.ndarray, is_doc: np.ndarray, carry: _Carry) -> list[str | None]:
+    """Per sentence of the block, the ``-DOCSTART-`` line right before it (the last one wins;
+    a marker after the block's last sentence waits in ``carry`` for the next block's first)."""
+    n_sent = len(offsets) - 1
     docstart: list[str | None] = [None] * n_sent
+    if n_sent and carry.docstart is not None:
+        docstart[0], carry.docstart = carry.docstart, None
     doc_lines = np.flatnonzero(is_doc)
-    if doc_lines.size and n_sent:
-        first_line = content[tok[offsets[:-1]]]
+    if doc_lines.size:
+        first_line = content[tok[offsets[:-1]]] if n_sent else np.zeros(0, np.int64)
         nxt = np.searchsorted(first_line, content[doc_lines])  # sentence after each marker
         for d, k in zip(doc_lines.tolist(), nxt.tolist()):
+            text = _line_text(raw, s[d], e[d])
             if k < n_sent:
-                docstart[k] = _line_text(raw, s[d], e[d])  # the last marker before it wins
-    extra = _extra(raw, s, e, tok, f, offsets) if ncols > 2 else None
-    return Lines(line_no[tok], sentence, offsets, token_codes, token_vocab, tag_codes,
-                 tag_vocab, extra, docstart, ncols)
+                docstart[k] = text
+            else:
+                carry.docstart = text
+    return docstart
 
 
 def _codes_with_slow(raw: bytes, buf: np.ndarray, s: np.ndarray, e: np.ndarray,

@@ -20,39 +20,84 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["find_duplicates", "bad_edges", "normalise_texts", "char_ngram_tfidf"]
+__all__ = ["find_duplicates", "bad_edges", "normalise_texts", "fold_texts", "char_ngram_tfidf"]
 
-_LEAD = re.compile(r"^[\s.,;:!?\"'()\[\]{}\-]")
-_TRAIL = re.compile(r"(?:[\s,;:!?\"'(\[{\-]|\s[.)\]}])$")
+_LEAD = re.compile(r"[\s.,;:!?\"'()\[\]{}\-]")
+_TRAIL_ANY = re.compile(r"[\s,;:!?\"'(\[{\-]")
+_TRAIL_AFTER_SPACE = re.compile(r"[.)\]}]")
+_SPACE = re.compile(r"\s")
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_NOT_WORD = re.compile(r"[^\w\s]")
+_WORD = re.compile(r"\w")
 
 
 def bad_edges(texts: Sequence[str]) -> np.ndarray:
     """(n,) bool: the span text starts with whitespace/punctuation or ends with whitespace or
     punctuation (a ``.`` or closing bracket only counts after whitespace, so abbreviations such
-    as ``U.S.`` stay fine).
+    as ``U.S.`` stay fine).  Only the first and last two characters are looked at, each distinct
+    one classified once.
 
-    >>> bad_edges([" Paris", "U.S.", "Paris,", "Avalon Rail .", "UK)"]).tolist()
-    [True, False, True, True, False]
+    >>> bad_edges([" Paris", "U.S.", "Paris,", "Avalon Rail .", "UK)", ""]).tolist()
+    [True, False, True, True, False, False]
     """
-    s = pd.Series(list(texts), dtype="string")
-    if s.empty:
+    texts = list(texts)
+    if not texts:
         return np.zeros(0, dtype=bool)
-    lead = s.str.contains(_LEAD.pattern, regex=True).fillna(False).to_numpy(dtype=bool)
-    trail = s.str.contains(_TRAIL.pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+    lead = _char_class([t[:1] for t in texts], _LEAD)
+    trail = _char_class([t[-1:] for t in texts], _TRAIL_ANY)
+    after_space = _char_class([t[-1:] for t in texts], _TRAIL_AFTER_SPACE)
+    if after_space.any():
+        rows = np.flatnonzero(after_space)
+        before = _char_class([texts[i][-2:-1] for i in rows.tolist()], _SPACE)
+        trail[rows[before]] = True
     return lead | trail
 
 
+def _char_class(chars: list[str], pattern: re.Pattern[str]) -> np.ndarray:
+    """(n,) bool: ``pattern`` matches the (one-character or empty) string."""
+    codes, uniq = pd.factorize(np.asarray(chars, dtype=object))
+    hit = np.array([bool(pattern.fullmatch(c)) for c in uniq] + [False], dtype=bool)
+    return hit[codes]  # code -1 (none) -> the final False
+
+
 def normalise_texts(texts: Sequence[str]) -> pd.Series:
-    """Case-folded, punctuation removed, whitespace collapsed and stripped (a ``string`` Series)."""
-    return (pd.Series(list(texts), dtype="string").str.casefold()
-            .str.replace(r"[^\w\s]", "", regex=True).str.replace(r"\s+", " ", regex=True)
-            .str.strip())
+    """Case-folded, punctuation removed, whitespace collapsed and stripped (a ``string`` Series):
+    what ``re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", t.casefold())).strip()`` gives.
+
+    >>> normalise_texts(["  Hello,  World! ", "U.S. (2)"]).tolist()
+    ['hello world', 'us 2']
+    """
+    return pd.Series(fold_texts(texts, drop_punctuation=True), dtype="string")
+
+
+def fold_texts(texts: Sequence[str], *, drop_punctuation: bool = False) -> list[str]:
+    """Case-folded, whitespace collapsed and stripped (``" ".join(t.casefold().split())``),
+    and without the characters that are neither word nor whitespace if ``drop_punctuation``.
+
+    >>> fold_texts(["  New\tYORK ", "U.S."]), fold_texts(["U.S."], drop_punctuation=True)
+    (['new york', 'u.s.'], ['us'])
+    """
+    texts = list(texts)
+    if not drop_punctuation:
+        return [" ".join(t.casefold().split()) for t in texts]
+    if any("\x00" in t for t in texts):  # the separator below: the slow, per-text way
+        return [" ".join(_NOT_WORD.sub("", t.casefold()).split()) for t in texts]
+    # all texts at once (casefold has no context): classify each distinct character once and
+    # delete the non-word non-space ones, then collapse per text
+    big = "\x00".join(texts).casefold()
+    present = np.flatnonzero(np.bincount(np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32)))
+    table: dict[int, str | None] = {}
+    for c in present.tolist():
+        ch = chr(c)
+        if c and not _WORD.match(ch) and not ch.isspace():
+            table[c] = None
+    return [" ".join(t.split()) for t in big.translate(table).split("\x00")]
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -63,76 +108,92 @@ def _mix(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def char_ngram_tfidf(texts: Sequence[str], *, ngram_range: tuple[int, int] = (3, 5)) -> Any:
+def char_ngram_tfidf(texts: Sequence[str], *, ngram_range: tuple[int, int] = (3, 5),
+                     copies: np.ndarray | None = None) -> Any:
     """(n_texts, n_features) CSR float64 TF-IDF matrix of space-padded word n-grams.
 
     Equal (up to hash collisions) to scikit-learn's ``char_wb`` vectoriser with
     ``sublinear_tf=True`` on the same texts; features are hashed n-grams, in no particular order.
+    ``copies`` (n_texts,) counts each text that many times in the document frequencies (the
+    rows of distinct texts then equal those of the full corpus).  The n-grams are hashed once
+    per distinct word; the (text, n-gram) counts are the sparse product
+    (texts x words) @ (words x n-grams).
     """
     from scipy.sparse import csr_matrix
 
     n_docs = len(texts)
-    words = [w for t in texts for w in t.split()]
-    per_doc = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=n_docs)
-    if not words:
+    split = [t.split() for t in texts]
+    per_doc = np.fromiter(map(len, split), dtype=np.int64, count=n_docs)
+    if not per_doc.sum():
         return csr_matrix((n_docs, 0))
+    wid, vocab = pd.factorize(np.fromiter(chain.from_iterable(split), dtype=object,
+                                          count=int(per_doc.sum())))
+    doc_word = csr_matrix((np.ones(wid.size), (np.repeat(np.arange(n_docs), per_doc), wid)),
+                          shape=(n_docs, len(vocab)))
+    word, feat_hash = _word_ngrams(list(vocab), ngram_range)
+    fid, uniq = pd.factorize(feat_hash)
+    word_feat = csr_matrix((np.ones(fid.size), (word, fid)), shape=(len(vocab), len(uniq)))
+    X = (doc_word @ word_feat).tocsr()
+    d = np.repeat(np.arange(n_docs), np.diff(X.indptr))
+    if copies is None:
+        df = np.bincount(X.indices, minlength=len(uniq))
+        n_corpus = n_docs
+    else:
+        df = np.bincount(X.indices, weights=np.asarray(copies, dtype=np.float64)[d],
+                         minlength=len(uniq))
+        n_corpus = int(np.sum(copies))
+    idf = np.log((1.0 + n_corpus) / (1.0 + df)) + 1.0
+    w = (1.0 + np.log(X.data)) * idf[X.indices]
+    norms = np.sqrt(np.bincount(d, weights=w * w, minlength=n_docs))
+    X.data = w / np.where(norms > 0, norms, 1.0)[d]
+    X.uniq_hash = uniq  # the feature hashes, for the sketch below
+    return X
+
+
+def _word_ngrams(words: list[str], ngram_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(word index, 64-bit n-gram hash) of every n-gram of every space-padded word."""
     big = "".join(f" {w} " for w in words)
     code = np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     wlen = np.fromiter((len(w) + 2 for w in words), dtype=np.int64, count=len(words))
     wstart = np.zeros(len(words), dtype=np.int64)
     np.cumsum(wlen[:-1], out=wstart[1:])
-    wdoc = np.repeat(np.arange(n_docs), per_doc)
-    hashes, docs = [], []
+    hashes, owner = [], []
     lo, hi = ngram_range
     for n in range(lo, hi + 1):
         # every padded word has length >= 3, so each has n-grams for n <= its length, and the
         # short-word rule of char_wb (one gram, the whole word) never applies for n >= 3 = lo
-        ok = wlen >= n
-        cnt = np.where(ok, wlen - n + 1, 0)
-        if not cnt.sum():
+        cnt = np.where(wlen >= n, wlen - n + 1, 0)
+        total = int(cnt.sum())
+        if not total:
             continue
-        start = np.repeat(wstart, cnt) + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt)
-                                                                                 - cnt, cnt))
-        h = np.full(start.shape[0], np.uint64(n), dtype=np.uint64)
+        start = np.repeat(wstart, cnt) + (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+        h = np.full(total, np.uint64(n), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for j in range(n):
                 h = h * np.uint64(0x100000001B3) + code[start + j]
         hashes.append(_mix(h))
-        docs.append(np.repeat(wdoc, cnt))
-    return _tfidf(np.concatenate(docs), np.concatenate(hashes), n_docs)
-
-
-def _tfidf(doc: np.ndarray, feat_hash: np.ndarray, n_docs: int) -> Any:
-    from scipy.sparse import csr_matrix
-
-    fid, uniq = pd.factorize(feat_hash)
-    n_feat = len(uniq)
-    key, count = np.unique(doc * np.int64(n_feat) + fid, return_counts=True)
-    d, f = key // n_feat, key % n_feat
-    df = np.bincount(f, minlength=n_feat)
-    idf = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
-    w = (1.0 + np.log(count)) * idf[f]
-    norms = np.sqrt(np.bincount(d, weights=w * w, minlength=n_docs))
-    w = w / np.where(norms > 0, norms, 1.0)[d]
-    X = csr_matrix((w, (d, f)), shape=(n_docs, n_feat))
-    X.uniq_hash = uniq  # the feature hashes, for the sketch below
-    return X
+        owner.append(np.repeat(np.arange(len(words)), cnt))
+    return np.concatenate(owner), np.concatenate(hashes)
 
 
 def _sketch(X: Any, dim: int, *, repeats: int = 2, seed: int = 0) -> np.ndarray:
-    """(n, dim) float32 count-sketch of the rows of ``X`` (inner products kept in expectation)."""
-    coo = X.tocoo()
-    n = X.shape[0]
-    out = np.zeros(n * dim, dtype=np.float64)
-    base = np.asarray(getattr(X, "uniq_hash", np.arange(X.shape[1], dtype=np.uint64)),
-                      dtype=np.uint64)[coo.col]
-    row = coo.row.astype(np.int64) * dim
+    """(n, dim) float32 count-sketch of the rows of ``X`` (inner products kept in expectation):
+    ``X @ S`` with ``S`` the sparse (features x dim) matrix of ``repeats`` signed hashes per
+    feature, each ``±1/sqrt(repeats)``."""
+    from scipy.sparse import csr_matrix
+
+    n_feat = X.shape[1]
+    base = np.asarray(getattr(X, "uniq_hash", np.arange(n_feat, dtype=np.uint64)),
+                      dtype=np.uint64)
+    cols, signs = [], []
     for r in range(repeats):
         h = _mix(base ^ np.uint64((seed * 7919 + r + 1) * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
-        col = (h % np.uint64(dim)).astype(np.int64)
-        sign = np.where((h >> np.uint64(63)) == 1, 1.0, -1.0)
-        out += np.bincount(row + col, weights=sign * coo.data, minlength=n * dim)
-    return (out.reshape(n, dim) / np.sqrt(repeats)).astype(np.float32)
+        cols.append((h % np.uint64(dim)).astype(np.int64))
+        signs.append(np.where((h >> np.uint64(63)) == 1, 1.0, -1.0))
+    S = csr_matrix((np.concatenate(signs) / np.sqrt(repeats),
+                    (np.tile(np.arange(n_feat), repeats), np.concatenate(cols))),
+                   shape=(n_feat, dim))
+    return np.asarray((X @ S).toarray(), dtype=np.float32)
 
 
 def _near_pairs(vecs: np.ndarray, ok: np.ndarray, *, k: int, floor: float, seed: int,
@@ -196,12 +257,15 @@ def find_duplicates(
     n = len(texts)
     if n < 2:
         return [], "hash"
-    norm = normalise_texts(texts)
-    code = norm.factorize()[0]
-    nonempty = (norm.str.len() > 0).to_numpy()
-    first = pd.Series(np.arange(n)).groupby(code).transform("min").to_numpy()
-    e_src = [np.flatnonzero((first != np.arange(n)) & nonempty)]
-    e_dst = [first[e_src[0]]]
+    norm = fold_texts(texts, drop_punctuation=True)
+    code, uniq = pd.factorize(np.asarray(norm, dtype=object))
+    first = np.full(len(uniq), -1, dtype=np.int64)  # first row of each distinct text
+    first[code[::-1]] = np.arange(n - 1, -1, -1)
+    u_nonempty = np.fromiter(map(len, uniq), dtype=np.int64, count=len(uniq)) > 0
+    nonempty = u_nonempty[code]
+    rep = first[code]
+    e_src = [np.flatnonzero((rep != np.arange(n)) & nonempty)]
+    e_dst = [rep[e_src[0]]]
     method = "hash"
     if vectors is not None:
         vecs = np.asarray(vectors, dtype=np.float32)
@@ -214,17 +278,19 @@ def find_duplicates(
             e_dst.append(dst[sel])
             method = "cosine"
     elif n <= near_dup_max:
-        X = char_ngram_tfidf(norm.fillna("").tolist())
+        # one vector per distinct text (its copies are already linked above, and would only
+        # fill each other's top-k)
+        X = char_ngram_tfidf(list(uniq), copies=np.bincount(code, minlength=len(uniq)))
         if X.shape[1] > 2:
             method = "tfidf"
             sketch = _sketch(X, int(min(64, X.shape[1])), seed=seed)
-            ok = (np.linalg.norm(sketch, axis=1) > 0) & nonempty
+            ok = (np.linalg.norm(sketch, axis=1) > 0) & u_nonempty
             # projected cosines are noisy: candidates only, the exact cosine decides
             src, dst, _ = _near_pairs(sketch, ok, k=k, floor=threshold - 0.25, seed=seed,
                                       exact_max=exact_max)
             if src.size:
                 cos = np.asarray(X[src].multiply(X[dst]).sum(axis=1)).ravel()
                 sel = cos >= threshold
-                e_src.append(src[sel])
-                e_dst.append(dst[sel])
+                e_src.append(first[src[sel]])
+                e_dst.append(first[dst[sel]])
     return _groups(n, np.concatenate(e_src), np.concatenate(e_dst)), method

@@ -7,6 +7,7 @@ place (:meth:`Metrics.to_dict`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ __all__ = ["ErrorSection", "LossSection", "DepSection", "DuplicateSection", "Met
            "rows_of"]
 
 
+_WORDS = re.compile(r"\w+")
+
+
 def rows_of(table: SpanTable, mask_rows: np.ndarray) -> SpanTable:
     """The spans of the tasks where ``mask_rows`` (per task) is True."""
     keep = mask_rows[table.task] if len(table) else np.zeros(0, dtype=bool)
@@ -36,13 +40,15 @@ def rows_of(table: SpanTable, mask_rows: np.ndarray) -> SpanTable:
 
 
 def _stats(values: np.ndarray, groups: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """count / mean / median of ``values`` per group code (vectorised with pandas)."""
+    """count / mean / median of ``values`` per group code, for the few codes of ``names``."""
     if values.size == 0:
         return {}
-    agg = pd.DataFrame({"g": groups, "v": values}).groupby("g")["v"].agg(["count", "mean",
-                                                                           "median"])
-    return {str(names[int(g)]): {"count": int(r["count"]), "mean": float(r["mean"]),
-                                 "median": float(r["median"])} for g, r in agg.iterrows()}
+    out = {}
+    for g in np.unique(groups).tolist():
+        v = values[groups == g]
+        out[str(names[int(g)])] = {"count": int(v.size), "mean": float(v.mean()),
+                                   "median": float(np.median(v))}
+    return out
 
 
 # ------------------------------------------------------------------------------ errors
@@ -90,9 +96,8 @@ def error_section(comp: Comparison, n_tasks: int, *, zero_diagonal: bool,
     np.maximum.at(ghost, al.pred.task[gh], conf[gh])
     if comp.scored is not None:  # a missed gold span: the model confidently says O there
         sc = comp.scored
-        amax = sc.probs.max(axis=1) if sc.n_tokens else np.zeros(0, dtype=np.float32)
-        wrong = (sc.probs.argmax(axis=1) != sc.gold) if sc.n_tokens else np.zeros(0, bool)
-        np.maximum.at(disagree, sc.tok_task[wrong], amax[wrong].astype(np.float64))
+        wrong = sc.best != sc.gold
+        np.maximum.at(disagree, sc.tok_task[wrong], sc.best_prob[wrong].astype(np.float64))
     return ErrorSection(span_prf(gold, pred, alignment=al), error_distribution(gold, pred, al),
                         al.counts(), cf, zero_diagonal, top_confusions(cf, k=top_k),
                         al.per_task.astype(np.int64), disagree, ghost)
@@ -118,35 +123,51 @@ class LossSection:
                 "samples_by_loss": self.samples}
 
 
+def _loss_by_token(corpus: Corpus, rows: np.ndarray, loss: np.ndarray, *, top: int = 30,
+                   min_count: int = 3) -> list[dict[str, Any]]:
+    """The ``top`` (lower-cased) tokens seen ``>= min_count`` times with the highest mean loss:
+    counts and means with ``bincount`` over the corpus's token ids, medians for those only."""
+    code = corpus.lower_codes[rows]
+    if not code.size:
+        return []
+    n_codes = int(code.max()) + 1
+    cnt = np.bincount(code, minlength=n_codes)
+    mean = np.bincount(code, weights=loss, minlength=n_codes) / np.maximum(cnt, 1)
+    first = np.full(n_codes, -1, dtype=np.int64)
+    first[code[::-1]] = np.arange(code.size - 1, -1, -1)
+    seen = np.flatnonzero(cnt >= min_count)
+    seen = seen[np.argsort(first[seen], kind="stable")]  # first-seen order, as a groupby
+    frame = pd.DataFrame({"count": cnt[seen], "mean": mean[seen]}, index=seen)
+    best = frame.sort_values("mean", ascending=False).head(top)
+    out = []
+    for k, c, m in zip(best.index.tolist(), best["count"].tolist(), best["mean"].tolist()):
+        out.append({"token": str(corpus.tokens[rows[first[k]]]).lower(), "count": int(c),
+                    "mean": float(m), "median": float(np.median(loss[code == k]))})
+    return out
+
+
 def loss_section(comp: Comparison, corpus: Corpus, ids: np.ndarray, *, n_top: int
                  ) -> LossSection | None:
     sc = comp.scored
     if sc is None:
         return None
     n = corpus.n_tasks
-    rows = np.arange(sc.n_tokens)
-    loss = -np.log(np.clip(sc.probs[rows, sc.gold].astype(np.float64), 1e-12, 1.0))
+    loss = -np.log(np.clip(sc.gold_prob.astype(np.float64), 1e-12, 1.0))
     tt = sc.tok_task
     cnt = np.bincount(tt, minlength=n)
     has = cnt > 0
     task_loss = np.full(n, np.nan)
     task_loss[has] = np.bincount(tt, weights=loss, minlength=n)[has] / cnt[has]
     task_conf = np.full(n, np.nan)
-    if sc.n_tokens:
-        np.fmin.at(task_conf, tt, sc.probs.max(axis=1).astype(np.float64))
+    if sc.n_tokens:  # rows are grouped by task: one reduceat over the non-empty tasks
+        start = sc.offsets[:-1][has]
+        task_conf[has] = np.fmin.reduceat(sc.best_prob.astype(np.float64), start)
     tags = sc.tagset.tags
     lab_names = ["O", *types_of_tags(tags)]
     lab_code = np.array([lab_names.index(t.split("-", 1)[1] if t != "O" else "O") for t in tags],
                         dtype=np.int64)
     # loss by (lower-cased) token: the corpus's token ids, one name per id
-    code = corpus.lower_codes[sc.rows]
-    df = pd.DataFrame({"tok": code, "loss": loss})
-    agg = df.groupby("tok", sort=False)["loss"].agg(["count", "mean", "median"])
-    agg = agg[agg["count"] >= 3].sort_values("mean", ascending=False).head(30)
-    first = pd.Series(np.arange(len(code))).groupby(code).first()
-    by_token = [{"token": str(corpus.tokens[sc.rows[first[k]]]).lower(), "count": int(r["count"]),
-                 "mean": float(r["mean"]), "median": float(r["median"])}
-                for k, r in agg.iterrows()]
+    by_token = _loss_by_token(corpus, sc.rows, loss)
     overall = {"count": int(loss.size), "mean": float(loss.mean()) if loss.size else 0.0,
                "median": float(np.median(loss)) if loss.size else 0.0}
     sel = np.flatnonzero(np.isfinite(task_loss))
@@ -191,11 +212,22 @@ def high_dep_words(corpus: Corpus, dep: DepSection, *, top: int = 30
         return None
     span_dep = dep.span_dep if dep.span_dep is not None else dep.task_dep[gold.task]
     hi = np.nan_to_num(span_dep, nan=0.0) >= dep.threshold
-    words = pd.Series(corpus.gold_text, dtype="string").str.lower().str.findall(r"\w+")
-    hw = words[hi].explode().dropna().value_counts()
-    allw = words.explode().dropna().value_counts()
+    # each distinct span text is split once; counts are weighted by how often it occurs
+    code, forms = pd.factorize(np.asarray(corpus.gold_text, dtype=object))
+    words = [_WORDS.findall(str(f).lower()) for f in forms]
+    n_all = np.bincount(code, minlength=len(forms))
+    n_hi = np.bincount(code[hi], minlength=len(forms))
+    allw: dict[str, int] = {}
+    for f in np.flatnonzero(n_all).tolist():
+        for w in words[f]:
+            allw[w] = allw.get(w, 0) + int(n_all[f])
+    hw: dict[str, int] = {}  # in first-seen order over the high-DEP spans, as value_counts
+    for f in pd.unique(code[hi]).tolist():
+        for w in words[f]:
+            hw[w] = hw.get(w, 0) + int(n_hi[f])
+    ranked = pd.Series(hw, dtype=np.int64).sort_values(ascending=False, kind="stable")
     return [{"word": str(w), "count": int(c), "share": float(c / allw.get(w, c))}
-            for w, c in hw.head(top).items()]
+            for w, c in ranked.head(top).items()]
 
 
 # ------------------------------------------------------------------------------ splits

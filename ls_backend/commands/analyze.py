@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import warnings
@@ -230,8 +229,8 @@ def summary_text(res: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     res, inp = run_analysis(args)
     if args.json:
-        # json.dumps, not json.dump: only the one-shot encoder runs in C
-        sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
+        res.write_json(sys.stdout)  # the task records a chunk at a time
+        sys.stdout.write("\n")
     else:
         print(summary_text(res))
     legacy_note(inp, args.probs)

@@ -186,48 +186,51 @@ def inconsistent_surface_forms(
     """
     import pandas as pd
 
+    from analysis.review.duplicates import fold_texts
+
     st = _as1d(span_task, "span_task", np.int64)
     m = st.shape[0]
     if m == 0:
         return None
     if len(surface) != m or len(span_label) != m:
         raise ValueError("span_task, surface and span_label must have one row per span")
-    df = pd.DataFrame(
-        {
-            "task": st,
-            "form": pd.Series(list(surface), dtype="string").str.casefold()
-            .str.replace(r"\s+", " ", regex=True)
-            .str.strip(),
-            "label": pd.Series(list(span_label), dtype="string"),
-        }
-    )
-    cnt = df.groupby(["form", "label"], sort=False).size().rename("n").reset_index()
-    tot = cnt.groupby("form")["n"].transform("sum")
-    nlab = cnt.groupby("form")["label"].transform("nunique")
-    top = cnt.groupby("form")["n"].transform("max")
-    cnt = cnt.assign(total=tot, nlab=nlab, top=top)
-    cand = cnt[(cnt["total"] >= min_occurrences) & (cnt["nlab"] >= 2)]
-    if cand.empty:
+    form_code, forms_u = pd.factorize(np.asarray(fold_texts(surface), dtype=object))
+    lab_code, labs_u = pd.factorize(np.asarray(span_label, dtype=object))
+    # (form, label) pairs in first-seen order, with their counts
+    key = form_code.astype(np.int64) * len(labs_u) + lab_code
+    pair_of_row, pairs = pd.factorize(key)
+    n_pair = np.bincount(pair_of_row)
+    p_form = pairs // len(labs_u)
+    p_lab = pairs % len(labs_u)
+    total = np.bincount(p_form, weights=n_pair, minlength=len(forms_u))[p_form]
+    nlab = np.bincount(p_form, minlength=len(forms_u))[p_form]
+    top = np.zeros(len(forms_u), dtype=np.int64)
+    np.maximum.at(top, p_form, n_pair)
+    cand = (total >= min_occurrences) & (nlab >= 2)
+    if not cand.any():
         return None
-    # minority rows: label count below the form's top count, minority share small enough
-    minority = cand[(cand["n"] < cand["top"]) & (cand["n"] / cand["total"] <= max_minority_share)]
-    if minority.empty:
+    # minority pairs: label count below the form's top count, minority share small enough
+    minority = cand & (n_pair < top[p_form]) & (n_pair / total <= max_minority_share)
+    if not minority.any():
         return None
-    flag = df.merge(minority[["form", "label"]], on=["form", "label"], how="inner")
-    rows = flag["task"].to_numpy(dtype=np.int64)
+    rows = st[minority[pair_of_row]]
     n = _n_rows(ids, n_tasks, st)
     ids_ = _ids(ids, n)
     dep = None if task_dep is None else _as1d(task_dep, "task_dep", np.float64, n)
+    mforms = np.unique(p_form[minority])
+    sel = np.flatnonzero(cand & np.isin(p_form, mforms))
+    shown = pd.DataFrame({"form": forms_u[p_form[sel]], "label": labs_u[p_lab[sel]],
+                          "n": n_pair[sel], "total": total[sel]})
+    shown = shown.sort_values("total", ascending=False).head(200)
     forms: dict[str, dict[str, int]] = {}
-    mforms = set(minority["form"].tolist())
-    shown = cand[cand["form"].isin(mforms)].sort_values("total", ascending=False).head(200)
     for form, lab, k in shown[["form", "label", "n"]].itertuples(index=False):
         forms.setdefault(str(form), {})[str(lab)] = int(k)
+    mforms_n = int(mforms.size)
     return Alert(
         "inconsistent surface forms",
         f"span text seen >= {min_occurrences} times with several labels; tasks using a label "
         f"held by <= {max_minority_share:.0%} of its occurrences",
-        {"forms": dict(list(forms.items())[:50]), "n_forms": len(mforms)},
+        {"forms": dict(list(forms.items())[:50]), "n_forms": mforms_n},
         _order(ids_, rows, dep),
     )
 
