@@ -184,6 +184,8 @@ class Corpus:
     split, annotator : (n_tasks,) object or None
     load_problem_tasks : (k,) int64 tasks whose gold the loader had to repair or drop spans of
     issues : span alignment issues (gold and stored predictions)
+    token_factors : ``(codes, distinct)`` of ``tokens`` when the loader already has them (the
+        CoNLL reader does); else :attr:`token_factors` factorises ``tokens`` once
     """
 
     labels: tuple[str, ...]
@@ -203,6 +205,7 @@ class Corpus:
     load_problem_tasks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     issues: tuple[SpanIssue, ...] = ()
     _gold_tags: dict[TagSet, np.ndarray] = field(default_factory=dict, repr=False)
+    _token_factors: tuple[np.ndarray, Sequence[str]] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ sizes, names
     @property
@@ -244,16 +247,31 @@ class Corpus:
                              self.token_start[a:b], self.token_end[a:b])
 
     @functools.cached_property
+    def token_factors(self) -> tuple[np.ndarray, Sequence[str]]:
+        """``(codes, distinct)``: (N,) int64 code of every token into its distinct strings."""
+        if self._token_factors is not None:
+            return self._token_factors
+        if not self.n_tokens:
+            return np.zeros(0, dtype=np.int64), []
+        codes, uniques = pd.factorize(np.asarray(self.tokens, dtype=object))
+        return np.asarray(codes, dtype=np.int64), list(uniques)
+
+    @functools.cached_property
     def lower_codes(self) -> np.ndarray:
-        """(N,) int64 ids of the lower-cased tokens (:func:`lower_codes`)."""
-        return lower_codes(self.tokens)
+        """(N,) int64 ids of the lower-cased tokens (equal ids = equal lower-cased strings, as
+        :func:`lower_codes`); each distinct token is lower-cased once."""
+        codes, uniques = self.token_factors
+        if not len(uniques):
+            return np.zeros(0, dtype=np.int64)
+        low, _ = pd.factorize(np.array([u.lower() for u in uniques], dtype=object))
+        return np.asarray(low, dtype=np.int64)[codes]
 
     @functools.cached_property
     def capitalized(self) -> np.ndarray:
         """(N,) bool: a token's first character is upper-case."""
-        if not self.n_tokens:
+        codes, uniques = self.token_factors
+        if not len(uniques):
             return np.zeros(0, dtype=bool)
-        codes, uniques = pd.factorize(self.tokens)
         up = np.fromiter((u[:1].isupper() for u in uniques), dtype=bool, count=len(uniques))
         return up[codes]
 

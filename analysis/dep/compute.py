@@ -234,7 +234,7 @@ def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_sco
     r = sc.span_rows
     gs, ge = gch.start[r], gch.end[r]
     base = sc.span_base
-    gold_df = pd.DataFrame({
+    gold_cols: dict[str, np.ndarray] = {
         "task": sc.span_task, "start": gs, "end": ge,
         "token_start": sc.span_t0 - base, "token_end": sc.span_t1 - base,
         "text": corpus.gold_text[r] if n_span else np.zeros(0, dtype=object),
@@ -243,17 +243,17 @@ def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_sco
         "pred_label": g_pred, "kind": g_kind, "dep": span_score.astype(np.float64),
         "suspect": suspect,
         **{f"sig_{k}": np.asarray(v, dtype=np.float64) for k, v in u.span.items()},
-    })
+    }
     ghost = np.flatnonzero(al.pred_kind == KINDS.index("ghost"))
     gh_task = al.pred.task[ghost]
     gh_t0 = al.pred.start[ghost] + sc.offsets[gh_task]
     gh_t1 = al.pred.end[ghost] + sc.offsets[gh_task]
     gh_cs, gh_ce = pchars.start[ghost], pchars.end[ghost]
-    ghost_df = pd.DataFrame({
+    ghost_cols: dict[str, np.ndarray] = {
         "task": gh_task, "start": gh_cs, "end": gh_ce,
         "token_start": al.pred.start[ghost], "token_end": al.pred.end[ghost],
-        "text": [texts[t][s:e] for t, s, e in zip(gh_task.tolist(), gh_cs.tolist(),
-                                                   gh_ce.tolist())],
+        "text": np.array([texts[t][s:e] for t, s, e in zip(gh_task.tolist(), gh_cs.tolist(),
+                                                            gh_ce.tolist())], dtype=object),
         "gold_label": np.full(ghost.size, None, dtype=object),
         "pred_label": al_labels[al.pred.label[ghost]] if ghost.size else np.zeros(0, object),
         "kind": np.full(ghost.size, "ghost", dtype=object),
@@ -261,15 +261,39 @@ def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_sco
         "suspect": np.full(ghost.size, None, dtype=object),
         **{f"sig_{k}": np.asarray(range_max(v, gh_t0, gh_t1), dtype=np.float64)
            for k, v in u.tok.items()},
-    })
-    frames = [f for f in (gold_df, ghost_df) if len(f)] or [gold_df]
-    spans = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    spans = spans.sort_values(["task", "start", "end"], kind="stable").reset_index(drop=True)
-    ids = np.where(corpus.has_id, corpus.task_ids, -1)[spans["task"].to_numpy(dtype=np.int64)]
-    task_id = ids.astype(object)
-    task_id[ids < 0] = None
-    spans.insert(1, "task_id", task_id)
-    return spans
+    }
+    # one frame in (task, start, end) order: both parts are sorted, so without ghosts (or when
+    # they only follow) the concatenation is the order already
+    order = None
+    if ghost.size and n_span:  # stable, as sort_values(kind="stable")
+        order = np.lexsort((np.concatenate([ge, gh_ce]), np.concatenate([gs, gh_cs]),
+                            np.concatenate([sc.span_task, gh_task])))
+        if np.array_equal(order, np.arange(order.size)):
+            order = None
+    ids = np.where(corpus.has_id, corpus.task_ids, -1)
+    cols = {name: _frame_column([gold_cols[name], ghost_cols[name]], order)
+            for name in gold_cols}
+    sorted_task = np.asarray(cols["task"])
+    task_id = ids[sorted_task].astype(object)
+    task_id[ids[sorted_task] < 0] = None
+    # copy=False: the columns are fresh arrays already; no consolidation copy
+    return pd.DataFrame({"task": sorted_task, "task_id": pd.Series(task_id, dtype=object),
+                         **{k: v for k, v in cols.items() if k != "task"}}, copy=False)
+
+
+def _frame_column(parts: list[np.ndarray], order: np.ndarray | None) -> Any:
+    """One column of the span frame from its gold and ghost parts, in ``order``, with the
+    dtype ``pd.concat`` of one frame per non-empty part gives: pandas' string dtype when every
+    part holds strings (and missing values) only, else object."""
+    col = np.concatenate(parts)
+    if order is not None:
+        col = col[order]
+    if col.dtype != object:
+        return col
+    nonempty = [p for p in parts if len(p)]
+    if nonempty and all(pd.api.types.infer_dtype(p, skipna=True) == "string" for p in nonempty):
+        return pd.Series(col)  # inferred as a frame column would be
+    return pd.Series(col, dtype=object)
 
 
 def compute_dep(

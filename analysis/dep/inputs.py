@@ -123,7 +123,7 @@ class Scored:
     tagset : columns of ``probs``
     tasks : (n_scored,) int64 task indices
     offsets : (n_tasks + 1,) int64 rows of each task in the flat arrays (empty: not scored)
-    rows : (N_flat,) int64 corpus token row of every flat row
+    rows : (N_flat,) int64 corpus token row of every flat row (see :meth:`take`)
     probs : (N_flat, n_tags) float32
     gold : (N_flat,) int64 gold tag column
     tok_task : (N_flat,) int64 task of every flat row
@@ -148,6 +148,13 @@ class Scored:
     @property
     def n_tokens(self) -> int:
         return int(self.probs.shape[0])
+
+    def take(self, per_token: np.ndarray) -> np.ndarray:
+        """A per-corpus-token array in flat-row order (the array itself when every token of
+        the corpus is scored, in order: no copy)."""
+        if self.rows.size == self.corpus.n_tokens:
+            return per_token
+        return per_token[self.rows]
 
     @cached_property
     def _best(self) -> tuple[np.ndarray, np.ndarray]:
@@ -244,9 +251,10 @@ def prepare(corpus: Corpus, out: ModelOutput, *, tol: float = 1e-3) -> Scored:
     offsets, rows, prow = _flat_rows(corpus, out, scored)
     probs = np.ascontiguousarray(out.probs if prow is None else out.probs[prow],
                                  dtype=np.float32)
-    tok_task = corpus.token_task[rows]
+    identity = rows.size == corpus.n_tokens  # every task scored: the corpus's own arrays
+    tok_task = corpus.token_task if identity else corpus.token_task[rows]
     _check_values(corpus, probs, offsets, tok_task, tol)
-    gold = corpus.gold_tags(ts)[rows]
+    gold = corpus.gold_tags(ts) if identity else corpus.gold_tags(ts)[rows]
     r = corpus.gold.kept_rows
     span_task = corpus.gold.chars.task[r]
     shift = offsets[span_task] - corpus.token_offsets[span_task]

@@ -110,7 +110,7 @@ def unit_signals(sc: Scored, margin_dep: np.ndarray, *, span_embeddings: np.ndar
     t0, t1 = sc.span_t0, sc.span_t1
     n_tok = sc.n_tokens
     disagree = model_disagreement(sc.probs, sc.gold, best=(sc.best, sc.best_prob))
-    codes = corpus.lower_codes[sc.rows] if n_tok else np.zeros(0, dtype=np.int64)
+    codes = sc.take(corpus.lower_codes) if n_tok else np.zeros(0, dtype=np.int64)
     surf_span, surf_tok = surface_consistency(None, sc.tok_task, sc.gold == ts.o, t0, t1,
                                               sc.span_label, codes=codes)
     inside = np.zeros(n_tok, dtype=bool)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,38 @@ class TagColumns:
                    list(types), np.array(bad, bool),
                    np.array([v != c for v, c in zip(vocab, clean)], bool))
 
+    @cached_property
+    def token_prefix(self) -> np.ndarray:
+        """(N,) int8 index into :data:`PREFIX_CODES` of every token's prefix (once)."""
+        code = np.array([PREFIX_CODES.index(p) for p in self.prefix.tolist()], dtype=np.int8)
+        return code[self.codes]
+
+    @cached_property
+    def token_type(self) -> np.ndarray:
+        """(N,) int64 type id of every token (-1: ``O`` or malformed)."""
+        return self.type_id[self.codes]
+
+
+#: the prefix codes of :attr:`TagColumns.token_prefix`
+PREFIX_CODES = ("O", "B", "I", "E", "S", "L", "U", "?")
+_O, _B, _I, _BAD = 0, 1, 2, 7
+
+
+def sentence_starts(sentence: np.ndarray) -> np.ndarray:
+    """(N,) bool: the token begins its sentence (``sentence`` non-decreasing per token)."""
+    first = np.ones(sentence.shape[0], dtype=bool)
+    if sentence.shape[0] > 1:
+        np.not_equal(sentence[1:], sentence[:-1], out=first[1:])
+    return first
+
+
+def _prev_type(typ: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The type of the previous token of the same sentence (-1 at a sentence start)."""
+    prev = np.empty_like(typ)
+    prev[1:] = typ[:-1]
+    prev[first] = -1
+    return prev
+
 
 @dataclass(frozen=True)
 class SchemeEvidence:
@@ -98,15 +131,17 @@ class SchemeEvidence:
     b_after_other: bool  # a B-X follows a token of another type
 
 
-def scheme_evidence(tags: TagColumns, sentence: np.ndarray) -> SchemeEvidence:
-    """The evidence of one file's tags (malformed tags count as ``O``)."""
+def scheme_evidence(tags: TagColumns, sentence: np.ndarray, *,
+                    first: np.ndarray | None = None) -> SchemeEvidence:
+    """The evidence of one file's tags (malformed tags count as ``O``); ``first``: the
+    :func:`sentence_starts` of ``sentence`` when already known."""
     ok = ~tags.malformed
-    pre = tags.prefix[tags.codes]
-    typ = tags.type_id[tags.codes]
-    prev = _prev_in_sentence(typ, sentence)
+    pre = tags.token_prefix
+    typ = tags.token_type
+    new_type = typ != _prev_type(typ, sentence_starts(sentence) if first is None else first)
     return SchemeEvidence(frozenset(tags.prefix[ok].tolist()) - {"O"},
-                          bool(np.any((pre == "I") & (typ != prev))),
-                          bool(np.any((pre == "B") & (typ != prev))))
+                          bool(np.any((pre == _I) & new_type)),
+                          bool(np.any((pre == _B) & new_type)))
 
 
 def scheme_of(*evidence: SchemeEvidence) -> str:
@@ -141,13 +176,6 @@ def file_scheme_evidence(path: str | Path) -> SchemeEvidence:
     return scheme_evidence(TagColumns.build(lines.tag_codes, lines.tag_vocab), lines.sentence)
 
 
-def _prev_in_sentence(values: np.ndarray, sentence: np.ndarray) -> np.ndarray:
-    prev = np.full(values.shape[0], -1, dtype=np.int64)
-    if values.shape[0] > 1:
-        prev[1:] = np.where(sentence[1:] == sentence[:-1], values[:-1], -1)
-    return prev
-
-
 @dataclass(frozen=True, eq=False)
 class _Decoded:
     t0: np.ndarray  # global token ranges
@@ -156,17 +184,17 @@ class _Decoded:
     problems: list[tuple[int, str, str]]  # (token row, tag, message)
 
 
-def _decode_iob(tags: TagColumns, sentence: np.ndarray, scheme: str) -> _Decoded:
-    """Lenient decoding of IOB1 / IOB2 tags over all sentences at once, with the problems
-    :func:`analysis.schemes.decode` reports."""
-    pre = tags.prefix[tags.codes]
-    typ = tags.type_id[tags.codes].copy()
-    bad_pre = ~np.isin(pre, ["O", "B", "I", "?"])
-    typ[bad_pre] = -1
-    prev = _prev_in_sentence(typ, sentence)
-    first = np.ones(len(typ), dtype=bool)
-    first[1:] = sentence[1:] != sentence[:-1]
-    start = (typ >= 0) & ((pre == "B") | first | (prev != typ))
+def _decode_iob(tags: TagColumns, first: np.ndarray, scheme: str) -> _Decoded:
+    """Lenient decoding of IOB1 / IOB2 tags over all sentences at once (``first``: the
+    sentence starts), with the problems :func:`analysis.schemes.decode` reports."""
+    pre = tags.token_prefix
+    typ = tags.token_type
+    bad_pre = (pre > _I) & (pre != _BAD)  # E- S- L- U-
+    if bad_pre.any():
+        typ = typ.copy()
+        typ[bad_pre] = -1
+    prev = _prev_type(typ, first)
+    start = (typ >= 0) & ((pre == _B) | first | (prev != typ))
     brk = (typ < 0) | start | first
     starts = np.flatnonzero(start)
     brk_pos = np.flatnonzero(brk)
@@ -174,21 +202,21 @@ def _decode_iob(tags: TagColumns, sentence: np.ndarray, scheme: str) -> _Decoded
     ends = np.where(nxt < brk_pos.size, brk_pos[np.minimum(nxt, max(brk_pos.size - 1, 0))],
                     len(typ))
     if scheme == "iob2":
-        issue = (pre == "I") & (typ >= 0) & (prev != typ)
+        issue = (pre == _I) & (typ >= 0) & (prev != typ)
     else:
-        issue = (pre == "B") & (typ >= 0) & (prev != typ)
-    rows = np.flatnonzero(issue | (pre == "?") | bad_pre)
+        issue = (pre == _B) & (typ >= 0) & (prev != typ)
+    rows = np.flatnonzero(issue | (pre == _BAD) | bad_pre)
     problems = []
     for r in rows.tolist():
         tag = tags.vocab[int(tags.codes[r])]
-        if pre[r] == "?":
+        if pre[r] == _BAD:
             try:
                 split_tag(tag)
             except ValueError as exc:
                 problems.append((r, tag, f"{exc}; treated as O"))
         elif bad_pre[r]:
-            problems.append((r, tag, f"prefix {pre[r]!r} is not part of {scheme.upper()}; "
-                                     "treated as O"))
+            problems.append((r, tag, f"prefix {PREFIX_CODES[pre[r]]!r} is not part of "
+                                     f"{scheme.upper()}; treated as O"))
         elif scheme == "iob2":
             problems.append((r, tag, f"{tag} does not continue an open {tag[2:]} span"))
         else:
@@ -217,7 +245,8 @@ def _decode_per_sentence(tags: TagColumns, offsets: np.ndarray, scheme: str) -> 
                     problems)
 
 
-def _scheme(tags: TagColumns, lines: Lines, scheme: str | None, strict: bool) -> str:
+def _scheme(tags: TagColumns, lines: Lines, scheme: str | None, strict: bool,
+            first: np.ndarray) -> str:
     if scheme is not None:
         return get_scheme(scheme).name
     bad = np.flatnonzero(tags.malformed[tags.codes])
@@ -227,7 +256,7 @@ def _scheme(tags: TagColumns, lines: Lines, scheme: str | None, strict: bool) ->
         raise DataError(f"sentence {k + 1} (line {lines.line[r]}): invalid tag "
                         f"{tags.vocab[int(tags.codes[r])]!r} at token "
                         f"{r - int(lines.sentence_offsets[k])}: expected 'O' or '<prefix>-<TYPE>'")
-    return detect_scheme_columns(tags, lines.sentence)
+    return scheme_of(scheme_evidence(tags, lines.sentence, first=first))
 
 
 def _check_problems(dec: _Decoded, lines: Lines, scheme: str, strict: bool) -> list[Problem]:
@@ -267,6 +296,8 @@ class _Columns:
     t1: np.ndarray
     span_label: np.ndarray
     labels: tuple[str, ...]
+    token_codes: np.ndarray
+    token_vocab: list[str]
 
 
 def _columns(lines: Lines, dec: _Decoded, tags: TagColumns, cfg: LabelConfig | None) -> _Columns:
@@ -281,8 +312,12 @@ def _columns(lines: Lines, dec: _Decoded, tags: TagColumns, cfg: LabelConfig | N
     before = csum - length - 1  # chars before each token in the whole file
     base = before[off[:-1]] if len(off) > 1 else np.zeros(0, dtype=np.int64)
     start = before - np.repeat(base, np.diff(off))
-    tok_list = tokens.tolist()
-    texts = [" ".join(tok_list[a:b]) for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+    # the whole file's tokens joined by one space, once; each sentence is a slice of it
+    big = " ".join(tokens.tolist())
+    lo = before[off[:-1]] if len(off) > 1 else np.zeros(0, dtype=np.int64)
+    hi = np.append(before[off[1:-1]] - 1, len(big)) if len(off) > 1 else lo
+    hi = np.where(np.diff(off) > 0, hi, lo)
+    texts = [big[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
     span_task = lines.sentence[dec.t0] if dec.t0.size else np.zeros(0, dtype=np.int64)
     types = tags.types
     if cfg is not None:
@@ -300,7 +335,7 @@ def _columns(lines: Lines, dec: _Decoded, tags: TagColumns, cfg: LabelConfig | N
     remap = np.array([pos.get(t, -1) for t in types], dtype=np.int64)
     label = remap[dec.type_id] if dec.t0.size else np.zeros(0, dtype=np.int64)
     return _Columns(tokens, texts, start, start + length, span_task.astype(np.int64), dec.t0,
-                    dec.t1, label, labels)
+                    dec.t1, label, labels, lines.token_codes, lines.token_vocab)
 
 
 def _corpus(c: _Columns, offsets: np.ndarray, problem_tasks: Sequence[int]) -> Corpus:
@@ -313,14 +348,17 @@ def _corpus(c: _Columns, offsets: np.ndarray, problem_tasks: Sequence[int]) -> C
     return Corpus(labels=c.labels, texts=c.texts, task_ids=np.full(n, -1, dtype=np.int64),
                   has_id=np.zeros(n, dtype=bool), annotated=np.ones(n, dtype=bool),
                   token_offsets=offsets, token_start=c.start, token_end=c.end, tokens=c.tokens,
+                  _token_factors=(c.token_codes, c.token_vocab),
                   gold=gold, split=np.full(n, None, dtype=object),
                   annotator=np.full(n, None, dtype=object),
                   load_problem_tasks=np.asarray(sorted(set(problem_tasks)), dtype=np.int64))
 
 
 def _task_factory(corpus: Corpus, lines: Lines, value_key: str) -> Any:
-    """Builds task ``k`` on demand (the dataset's tasks are made lazily)."""
+    """Builds task ``k`` on demand (the dataset's tasks are made lazily); keeps only the
+    per-sentence extras of ``lines``, not its per-token arrays."""
     gold = corpus.gold.chars
+    extra, docstarts = lines.extra, lines.docstart
 
     def make(k: int) -> Task:
         tt = corpus.task_tokens(k)
@@ -329,10 +367,10 @@ def _task_factory(corpus: Corpus, lines: Lines, value_key: str) -> Any:
                       zip(gold.start[a:b].tolist(), gold.end[a:b].tolist(),
                           gold.label[a:b].tolist()))
         data: dict[str, Any] = {"text": tt.text, "tokens": list(tt.tokens)}
-        if lines.extra is not None:
-            data["conll_extra"] = lines.extra[k]
-        if lines.docstart[k] is not None:
-            data["conll_docstart"] = lines.docstart[k]
+        if extra is not None:
+            data["conll_extra"] = extra[k]
+        if docstarts[k] is not None:
+            data["conll_docstart"] = docstarts[k]
         if value_key != "text":
             data[value_key] = data.pop("text")
         return Task(k, None, tt.text, tt, gold=spans, data=data)
@@ -345,15 +383,16 @@ def _parse(raw: bytes, *, scheme: str | None, strict: bool,
     cfg = as_label_config(label_config)
     lines = split_lines(raw)
     tags = TagColumns.build(lines.tag_codes, lines.tag_vocab)
+    first = sentence_starts(lines.sentence)
     try:
-        sc = _scheme(tags, lines, scheme, strict)
+        sc = _scheme(tags, lines, scheme, strict, first)
     except DataError as exc:
         if str(exc).startswith("sentence"):
             raise
         raise DataError(f"cannot detect the tag scheme: {exc}") from None
-    dec = (_decode_iob(tags, lines.sentence, sc) if sc in ("iob1", "iob2")
+    dec = (_decode_iob(tags, first, sc) if sc in ("iob1", "iob2")
            else _decode_per_sentence(tags, lines.sentence_offsets, sc))
-    problems = Problems(checked=int((tags.prefix[tags.codes] != "O").sum()))
+    problems = Problems(checked=int((tags.token_prefix != _O).sum()))
     problems.extend(_check_problems(dec, lines, sc, strict))
     problems.extend(_whitespace_problems(tags, lines))
     cols = _columns(lines, dec, tags, cfg)

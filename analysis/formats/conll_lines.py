@@ -27,6 +27,8 @@ DOCSTART = "-DOCSTART-"
 #: masks keeping the first k bytes of a little-endian word (k = 0..16 over two words)
 _MASK_LO = np.array([(1 << (8 * min(k, 8))) - 1 for k in range(17)], dtype=np.uint64)
 _MASK_HI = np.array([(1 << (8 * max(k - 8, 0))) - 1 for k in range(17)], dtype=np.uint64)
+_HASHED = np.uint64(0x80 << 56)  # top byte of the keys of hashed (8-16 byte) slices
+_LONG = np.uint64(0xFF << 56)  # the one key of all slices over 16 bytes (decoded apart)
 _WS_LEAD = np.zeros(256, dtype=bool)
 _WS_LEAD[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0xC2, 0xE1, 0xE2, 0xE3]] = True  # may be space
 
@@ -130,45 +132,49 @@ def slice_codes(raw: bytes, buf: np.ndarray, s: np.ndarray, e: np.ndarray
                 ) -> tuple[np.ndarray, list[str]]:
     """Factorise byte slices ``raw[s:e]`` into codes and their distinct decoded strings.
 
-    Slices of up to 16 bytes are packed into two 64-bit words (exact), hashed and factorised;
-    a hash collision is detected (members of one code with different words) and resolved by an
-    exact factorisation.  Longer slices are decoded in Python.  Codes are in first-seen order.
+    A slice of up to 7 bytes is its own 64-bit key (its bytes, and its length in the top byte:
+    exact); one of 8-16 bytes is packed into two words and hashed into keys whose top byte is
+    0x80, so the two kinds never meet; a hash collision (members of one code with different
+    words) is detected and resolved by an exact factorisation.  Longer slices are decoded in
+    Python.  Codes are in first-seen order.
     """
     n = s.shape[0]
     length = e - s
-    short = length <= 16
+    ulen = length.astype(np.uint64)
     lo = np.zeros(n, dtype=np.uint64)
-    hi = np.zeros(n, dtype=np.uint64)
+    words: np.ndarray | None = None
+    at = s
     if buf.shape[0]:
         # every offset r as two little-endian words buf[r:r+8], buf[r+8:r+16] (unaligned view)
         padded = np.concatenate([buf, np.zeros(16, dtype=np.uint8)])
-        words: np.ndarray = np.ndarray(shape=(buf.shape[0], 2), dtype="<u8", buffer=padded,
-                                       strides=(1, 8))
+        words = np.ndarray(shape=(buf.shape[0], 2), dtype="<u8", buffer=padded, strides=(1, 8))
         at = np.minimum(s, buf.shape[0] - 1)
-        short_len = np.minimum(length, 16)
-        lo = words[at, 0] & _MASK_LO[short_len]
-        hi = words[at, 1] & _MASK_HI[short_len]
-    key = _mix(lo ^ _mix(hi ^ (length.astype(np.uint64) << np.uint64(56))))
-    key[~short] = 0
-    codes, _ = pd.factorize(key)  # codes in first-seen order
-    codes = np.asarray(codes, dtype=np.int64)
+        lo = words[at, 0] & _MASK_LO[np.minimum(length, 8)]
+    key = lo | (ulen << np.uint64(56))  # exact below 8 bytes
+    mid = np.flatnonzero((length > 7) & (length <= 16))
+    hi = np.zeros(mid.size, dtype=np.uint64)
+    if mid.size and words is not None:
+        hi = words[at[mid], 1] & _MASK_HI[length[mid]]
+        h = _mix(lo[mid] ^ _mix(hi ^ (ulen[mid] << np.uint64(56))))
+        key[mid] = (h >> np.uint64(8)) | _HASHED
+    long_rows = np.flatnonzero(length > 16)
+    key[long_rows] = _LONG
+    codes = np.asarray(pd.factorize(key)[0], dtype=np.int64)  # first-seen order
     renumber = False
-    rows = np.flatnonzero(short)
-    if rows.size:
+    if mid.size:  # a collision can only be among the hashed slices
         rep = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-        rep[codes[rows][::-1]] = rows[::-1]  # first row of each code
-        r = rep[codes[rows]]
-        if np.any((lo[r] != lo[rows]) | (hi[r] != hi[rows]) | (length[r] != length[rows])):
-            exact = np.stack([lo, hi, length.astype(np.uint64)], axis=1)
-            _, codes = np.unique(exact, axis=0, return_inverse=True)
-            codes = np.asarray(codes, dtype=np.int64).ravel()
+        cm = codes[mid]
+        rep[cm[::-1]] = np.arange(mid.size - 1, -1, -1)  # first hashed slice of each code
+        r = rep[cm]
+        if np.any((lo[mid][r] != lo[mid]) | (hi[r] != hi) | (length[mid][r] != length[mid])):
+            exact = np.stack([lo[mid], hi, ulen[mid]], axis=1)
+            _, inv = np.unique(exact, axis=0, return_inverse=True)
+            codes[mid] = int(codes.max()) + 1 + np.asarray(inv, dtype=np.int64).ravel()
             renumber = True
-    long_rows = np.flatnonzero(~short)
     if long_rows.size:  # decode, then give each distinct long string a code of its own
         strings = [raw[s[i]:e[i]].decode("utf-8") for i in long_rows.tolist()]
-        lc, uniq = pd.factorize(np.array(strings, dtype=object))
-        base = int(codes[short].max()) + 1 if short.any() else 0
-        codes[long_rows] = base + lc
+        lc, _ = pd.factorize(np.array(strings, dtype=object))
+        codes[long_rows] = int(codes.max()) + 1 + lc
         renumber = True
     # codes in first-seen order, one decoded representative each
     codes, first = _first_seen(codes) if renumber else (codes, _first_rows(codes))
@@ -257,51 +263,60 @@ def _block_bounds(raw: bytes, size: int) -> list[tuple[int, int]]:
     return out
 
 
+class _Vocab:
+    """One column's distinct strings over all blocks, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.strings: list[str] = []
+
+    def global_codes(self, local: list[str]) -> np.ndarray:
+        """The global code of each of a block's distinct strings (new ones appended)."""
+        out = np.empty(len(local), dtype=np.int64)
+        codes, strings = self.codes, self.strings
+        for j, v in enumerate(local):
+            c = codes.get(v)
+            if c is None:
+                c = codes[v] = len(strings)
+                strings.append(v)
+            out[j] = c
+        return out
+
+
 def split_lines(raw: bytes, *, block_bytes: int = BLOCK_BYTES) -> Lines:
-    """Parse the structure of a CoNLL file (UTF-8 bytes, BOM already removed)."""
+    """Parse the structure of a CoNLL file (UTF-8 bytes, BOM already removed).
+
+    Block by block; each block's token lines go straight into the output arrays (sized by the
+    file's line count), with global sentence numbers and one vocabulary per column whose codes
+    are in first-seen order, as a single pass would give.
+    """
     carry = _Carry()
-    blocks: list[_Block] = []
-    line_base = 0
+    cap = raw.count(b"\n") + 1  # at least the number of token lines
+    line = np.empty(cap, dtype=np.int64)
+    sentence = np.empty(cap, dtype=np.int64)
+    token_codes = np.empty(cap, dtype=np.int64)
+    tag_codes = np.empty(cap, dtype=np.int64)
+    tokens, tags = _Vocab(), _Vocab()
+    docstart: list[str | None] = []
+    extra: list[list[list[str]]] = []
+    line_base = n = n_sent = 0
     for a, b in _block_bounds(raw, block_bytes):
         blk = _split_block(raw[a:b], line_base, carry)
         line_base += blk.n_lines
-        if blk.line.size or blk.docstart:
-            blocks.append(blk)
-    return _merge(blocks, carry)
-
-
-def _merge(blocks: list[_Block], carry: _Carry) -> Lines:
-    """One :class:`Lines` from the blocks: global sentence numbers, one vocabulary per column
-    (codes in first-seen order, as a single pass would give)."""
-    n_sent = [b.n_sent for b in blocks]
-    sent_base = np.concatenate([[0], np.cumsum(n_sent)]).astype(np.int64)
-    sentence = np.concatenate([b.sentence + sent_base[i] for i, b in enumerate(blocks)]
-                              or [np.zeros(0, np.int64)])
-    total = int(sent_base[-1])
-    offsets = np.zeros(total + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sentence, minlength=total), out=offsets[1:])
-    token_codes, token_vocab = _merge_codes([(b.token_codes, b.token_vocab) for b in blocks])
-    tag_codes, tag_vocab = _merge_codes([(b.tag_codes, b.tag_vocab) for b in blocks])
-    docstart = [d for b in blocks for d in b.docstart]
-    extra = None
-    if carry.ncols is not None and carry.ncols > 2:
-        extra = [x for b in blocks for x in (b.extra or [])]
-    line = np.concatenate([b.line for b in blocks] or [np.zeros(0, np.int64)])
-    return Lines(line, sentence, offsets, token_codes, token_vocab, tag_codes, tag_vocab, extra,
-                 docstart, carry.ncols or 2)
-
-
-def _merge_codes(parts: list[tuple[np.ndarray, list[str]]]) -> tuple[np.ndarray, list[str]]:
-    if len(parts) == 1:
-        return parts[0]
-    allv = np.empty(sum(len(v) for _, v in parts), dtype=object)
-    allv[:] = [x for _, v in parts for x in v]
-    glob, vocab = pd.factorize(allv)  # first-seen over the blocks in order
-    out, k = [], 0
-    for codes, v in parts:
-        out.append(np.asarray(glob[k:k + len(v)], dtype=np.int64)[codes])
-        k += len(v)
-    return (np.concatenate(out) if out else np.zeros(0, np.int64)), list(vocab)
+        k = blk.line.size
+        line[n:n + k] = blk.line
+        sentence[n:n + k] = blk.sentence + n_sent
+        token_codes[n:n + k] = tokens.global_codes(blk.token_vocab)[blk.token_codes]
+        tag_codes[n:n + k] = tags.global_codes(blk.tag_vocab)[blk.tag_codes]
+        docstart.extend(blk.docstart)
+        extra.extend(blk.extra or [])
+        n += k
+        n_sent += blk.n_sent
+    offsets = np.zeros(n_sent + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sentence[:n], minlength=n_sent), out=offsets[1:])
+    ncols = carry.ncols or 2
+    return Lines(line[:n], sentence[:n], offsets, token_codes[:n], tokens.strings, tag_codes[:n],
+                 tags.strings, extra if ncols > 2 else None, docstart, ncols)
 
 
 def _split_block(raw: bytes, line_base: int, carry: _Carry) -> _Block:

@@ -76,7 +76,7 @@ def normalise_texts(texts: Sequence[str]) -> pd.Series:
     return pd.Series(fold_texts(texts, drop_punctuation=True), dtype="string")
 
 
-def fold_texts(texts: Sequence[str], *, drop_punctuation: bool = False) -> list[str]:
+def fold_texts(texts: Sequence[str] | np.ndarray, *, drop_punctuation: bool = False) -> list[str]:
     """Case-folded, whitespace collapsed and stripped (``" ".join(t.casefold().split())``),
     and without the characters that are neither word nor whitespace if ``drop_punctuation``.
 

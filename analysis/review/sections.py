@@ -127,7 +127,7 @@ def _loss_by_token(corpus: Corpus, rows: np.ndarray, loss: np.ndarray, *, top: i
                    min_count: int = 3) -> list[dict[str, Any]]:
     """The ``top`` (lower-cased) tokens seen ``>= min_count`` times with the highest mean loss:
     counts and means with ``bincount`` over the corpus's token ids, medians for those only."""
-    code = corpus.lower_codes[rows]
+    code = corpus.lower_codes[rows] if rows.size != corpus.n_tokens else corpus.lower_codes
     if not code.size:
         return []
     n_codes = int(code.max()) + 1

@@ -161,8 +161,8 @@ def overlapping_classes(
 
 def inconsistent_surface_forms(
     span_task: np.ndarray,
-    surface: Sequence[str],
-    span_label: Sequence[str],
+    surface: Sequence[str] | np.ndarray,
+    span_label: Sequence[str] | np.ndarray,
     *,
     ids: np.ndarray | None = None,
     n_tasks: int | None = None,
