@@ -46,7 +46,8 @@ Unannotated tasks are not scored: their task DEP is NaN.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -216,8 +217,30 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_score: np.ndarray,
-                pred_dep: np.ndarray, suspect: np.ndarray, g_kind: np.ndarray) -> pd.DataFrame:
-    """One row per gold span and per ghost prediction, sorted by task and offset."""
+                pred_dep: np.ndarray, suspect: np.ndarray, g_kind: np.ndarray
+                ) -> Callable[[], pd.DataFrame]:
+    """A builder of the span table: one row per gold span and per ghost prediction, sorted by
+    task and offset.  What needs the per-token signals is computed now; the table (strings,
+    one pandas frame of ~20 columns) only when :attr:`DepResult.spans` is first read."""
+    ghost = np.flatnonzero(al.pred_kind == KINDS.index("ghost"))
+    gh_task = al.pred.task[ghost]
+    gh_t0 = al.pred.start[ghost] + sc.offsets[gh_task]
+    gh_t1 = al.pred.end[ghost] + sc.offsets[gh_task]
+    ghost_sig = {f"sig_{k}": np.asarray(range_max(v, gh_t0, gh_t1), dtype=np.float64)
+                 for k, v in u.tok.items()}
+    span_sig = {f"sig_{k}": np.asarray(v, dtype=np.float64) for k, v in u.span.items()}
+
+    def build() -> pd.DataFrame:
+        return _build_span_frame(sc, al, pchars, span_score, pred_dep, suspect, g_kind, ghost,
+                                 span_sig, ghost_sig)
+
+    return build
+
+
+def _build_span_frame(sc: Scored, al: Alignment, pchars: SpanTable, span_score: np.ndarray,
+                      pred_dep: np.ndarray, suspect: np.ndarray, g_kind: np.ndarray,
+                      ghost: np.ndarray, span_sig: dict[str, np.ndarray],
+                      ghost_sig: dict[str, np.ndarray]) -> pd.DataFrame:
     corpus = sc.corpus
     texts = corpus.texts
     n_span = len(sc.span_t0)
@@ -241,13 +264,9 @@ def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_sco
         "gold_label": np.asarray(corpus.labels, dtype=object)[sc.span_label] if n_span
         else np.zeros(0, dtype=object),
         "pred_label": g_pred, "kind": g_kind, "dep": span_score.astype(np.float64),
-        "suspect": suspect,
-        **{f"sig_{k}": np.asarray(v, dtype=np.float64) for k, v in u.span.items()},
+        "suspect": suspect, **span_sig,
     }
-    ghost = np.flatnonzero(al.pred_kind == KINDS.index("ghost"))
     gh_task = al.pred.task[ghost]
-    gh_t0 = al.pred.start[ghost] + sc.offsets[gh_task]
-    gh_t1 = al.pred.end[ghost] + sc.offsets[gh_task]
     gh_cs, gh_ce = pchars.start[ghost], pchars.end[ghost]
     ghost_cols: dict[str, np.ndarray] = {
         "task": gh_task, "start": gh_cs, "end": gh_ce,
@@ -258,9 +277,7 @@ def _span_frame(sc: Scored, u: Units, al: Alignment, pchars: SpanTable, span_sco
         "pred_label": al_labels[al.pred.label[ghost]] if ghost.size else np.zeros(0, object),
         "kind": np.full(ghost.size, "ghost", dtype=object),
         "dep": pred_dep[ghost].astype(np.float64),
-        "suspect": np.full(ghost.size, None, dtype=object),
-        **{f"sig_{k}": np.asarray(range_max(v, gh_t0, gh_t1), dtype=np.float64)
-           for k, v in u.tok.items()},
+        "suspect": np.full(ghost.size, None, dtype=object), **ghost_sig,
     }
     # one frame in (task, start, end) order: both parts are sorted, so without ghosts (or when
     # they only follow) the concatenation is the order already
@@ -371,8 +388,9 @@ def compute_dep(
     return DepResult(
         task_dep=task_dep, category=th.categorize(task_dep), thresholds=th,
         token_dep=token_dep, token_margin_dep=u.margin_dep, token_offsets=sc.offsets,
-        spans=_span_frame(sc, u, al, pchars, span_score, pred_dep, suspect, g_kind),
-        task_errors=al.per_task, signals=_signal_maxima(sc, u, n_tasks), tags=sc.tagset.tags,
+        _spans=_span_frame(sc, u, al, pchars, span_score, pred_dep, suspect, g_kind),
+        task_errors=al.per_task, _signals=partial(_signal_maxima, sc, u, n_tasks),
+        tags=sc.tagset.tags,
         aggregate=aggregate, weights=w if scorer_name == "signals" else {}, scorer=scorer_name,
         units=units, alignment=al, pred_chars=pchars, pred_conf=pconf,
         gold_span_dep=gold_span_dep, gold_span_suspect=gold_span_suspect, pred_dep=pred_dep,

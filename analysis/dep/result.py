@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,14 @@ class DepResult:
     token_margin_dep : (N,) float32, ``(1 − margin) / 2`` per token (no other signal)
     token_offsets : (n_tasks + 1,) int64, task ``i``'s tokens are
         ``token_dep[token_offsets[i]:token_offsets[i + 1]]`` (empty for unscored tasks)
-    spans : DataFrame, one row per gold span and per ghost prediction, sorted by task and
+    spans : DataFrame (built on first access), one row per gold span and per ghost prediction, sorted by task and
         offset: ``task, task_id, start, end`` (char, half-open), ``token_start, token_end``,
         ``text, gold_label`` (None for ghosts), ``pred_label`` (overlapping argmax prediction,
         None if none), ``kind`` (error type vs the argmax prediction, one of
         :data:`analysis.errors.KINDS`), ``dep``, ``suspect`` and one ``sig_<name>`` column per
         signal
     task_errors : (n_tasks, 5) int64, per task counts of ``KINDS`` (gold kinds + ghosts)
-    signals : DataFrame (n_tasks rows), per-task max of each signal
+    signals : DataFrame (n_tasks rows, built on first access), per-task max of each signal
     tags : tag columns of the probabilities (``tagset.tags``)
     aggregate : how unit scores became task scores
     weights : signal weights used by :func:`analysis.dep.signals.combine` (``scorer="signals"``)
@@ -71,9 +72,9 @@ class DepResult:
     token_dep: np.ndarray
     token_margin_dep: np.ndarray
     token_offsets: np.ndarray
-    spans: pd.DataFrame
+    _spans: pd.DataFrame | Callable[[], pd.DataFrame] = field(repr=False, compare=False)
     task_errors: np.ndarray
-    signals: pd.DataFrame
+    _signals: pd.DataFrame | Callable[[], pd.DataFrame] = field(repr=False, compare=False)
     tags: tuple[str, ...]
     aggregate: str
     weights: Mapping[str, float] = field(default_factory=dict)
@@ -88,6 +89,18 @@ class DepResult:
     tagset: TagSet | None = None
     task_ids: Sequence[int | None] = ()
     scored: Any = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def spans(self) -> pd.DataFrame:
+        """The span table (see the class docstring), built on first use."""
+        s = self._spans
+        return s() if callable(s) else s
+
+    @cached_property
+    def signals(self) -> pd.DataFrame:
+        """Per-task maxima of the signals, built on first use."""
+        s = self._signals
+        return s() if callable(s) else s
 
     def task_spans(self, i: int) -> list[dict[str, Any]]:
         """Span records of task ``i`` as plain dicts (JSON-ready)."""

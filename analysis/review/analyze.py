@@ -195,7 +195,9 @@ def _alerts(corpus: Corpus, metrics: Metrics, comp: Comparison | None,
         out.append(A.overlooked_spans(task_dep, errors.task_errors[:, GHOST], ids=ids,
                                       ghost_conf=errors.ghost_conf, dep_threshold=threshold))
     gold = corpus.gold.chars
-    text_len = np.array([0 if x.isspace() else len(x) for x in corpus.texts], dtype=np.int64)
+    texts = corpus.texts
+    text_len = np.where(np.fromiter(map(str.isspace, texts), dtype=bool, count=len(texts)), 0,
+                        np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
     out.append(A.malformed_samples(
         text_len, ids=ids, n_tokens=corpus.n_task_tokens, span_task=gold.task,
         span_start=gold.start, span_end=gold.end, span_bad_edge=bad_edges(list(corpus.gold_text)),

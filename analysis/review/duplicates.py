@@ -35,6 +35,10 @@ _SPACE = re.compile(r"\s")
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _NOT_WORD = re.compile(r"[^\w\s]")
 _WORD = re.compile(r"\w")
+#: ASCII whitespace -> " " (a bytes.translate table); the ASCII non-word non-space characters
+_ASCII_SPACE = bytes(32 if chr(i).isspace() else i for i in range(256))
+_ASCII_PUNCT = bytes(i for i in range(1, 128)
+                     if not chr(i).isspace() and not _WORD.match(chr(i)))
 
 
 def bad_edges(texts: Sequence[str]) -> np.ndarray:
@@ -84,20 +88,52 @@ def fold_texts(texts: Sequence[str] | np.ndarray, *, drop_punctuation: bool = Fa
     (['new york', 'u.s.'], ['us'])
     """
     texts = list(texts)
-    if not drop_punctuation:
+    if not texts:
+        return []
+    big = "\x00".join(texts)
+    if big.count("\x00") != len(texts) - 1:  # a text holds the separator: per text
+        if drop_punctuation:
+            return [" ".join(_NOT_WORD.sub("", t.casefold()).split()) for t in texts]
         return [" ".join(t.casefold().split()) for t in texts]
-    if any("\x00" in t for t in texts):  # the separator below: the slow, per-text way
-        return [" ".join(_NOT_WORD.sub("", t.casefold()).split()) for t in texts]
-    # all texts at once (casefold has no context): classify each distinct character once and
-    # delete the non-word non-space ones, then collapse per text
-    big = "\x00".join(texts).casefold()
+    if big.isascii():  # the common case: bytes methods, with fixed tables
+        b = big.encode("ascii").lower().translate(_ASCII_SPACE,
+                                                  _ASCII_PUNCT if drop_punctuation else b"")
+        a = _collapse_spaces(np.frombuffer(b, dtype=np.uint8))
+        return a.tobytes().decode("ascii").split("\x00")
+    # all texts at once, in C (casefold has no context): each distinct character is classified
+    # once -- whitespace becomes " ", the rest of the non-word ones go if drop_punctuation --,
+    # then runs of spaces are collapsed and the spaces at each text's ends removed
+    big = big.casefold()
     present = np.flatnonzero(np.bincount(np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32)))
     table: dict[int, str | None] = {}
     for c in present.tolist():
         ch = chr(c)
-        if c and not _WORD.match(ch) and not ch.isspace():
+        if ch.isspace():
+            if ch != " ":
+                table[c] = " "
+        elif c and drop_punctuation and not _WORD.match(ch):
             table[c] = None
-    return [" ".join(t.split()) for t in big.translate(table).split("\x00")]
+    if table:
+        big = big.translate(table)
+    a = _collapse_spaces(np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32))
+    return a.tobytes().decode("utf-32-le").split("\x00")
+
+
+def _collapse_spaces(a: np.ndarray) -> np.ndarray:
+    """Character codes ``a`` (texts separated by NUL) with runs of spaces collapsed to one and
+    the spaces at each text's ends removed."""
+    if not a.size:
+        return a
+    sp = a == 32
+    run = np.zeros(a.size, dtype=bool)
+    np.logical_and(sp[1:], sp[:-1], out=run[1:])  # a space right after a space
+    a = a[~run]
+    sp = a == 32
+    edge = np.zeros(a.size + 2, dtype=bool)  # NUL or the ends, padded on both sides
+    edge[0] = edge[-1] = True
+    edge[1:-1] = a == 0
+    out: np.ndarray = a[~(sp & (edge[:-2] | edge[2:]))]
+    return out
 
 
 def _mix(h: np.ndarray) -> np.ndarray:

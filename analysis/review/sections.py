@@ -139,10 +139,13 @@ def _loss_by_token(corpus: Corpus, rows: np.ndarray, loss: np.ndarray, *, top: i
     seen = seen[np.argsort(first[seen], kind="stable")]  # first-seen order, as a groupby
     frame = pd.DataFrame({"count": cnt[seen], "mean": mean[seen]}, index=seen)
     best = frame.sort_values("mean", ascending=False).head(top)
+    keys = best.index.to_numpy(dtype=np.int64)
+    pick = np.isin(code, keys)  # the rows of those tokens only, for their medians
+    sub_code, sub_loss = code[pick], loss[pick]
     out = []
-    for k, c, m in zip(best.index.tolist(), best["count"].tolist(), best["mean"].tolist()):
+    for k, c, m in zip(keys.tolist(), best["count"].tolist(), best["mean"].tolist()):
         out.append({"token": str(corpus.tokens[rows[first[k]]]).lower(), "count": int(c),
-                    "mean": float(m), "median": float(np.median(loss[code == k]))})
+                    "mean": float(m), "median": float(np.median(sub_loss[sub_code == k]))})
     return out
 
 
