@@ -23,7 +23,7 @@ import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -335,29 +335,47 @@ class Corpus:
         tokens = np.empty(int(offsets[-1]), dtype=object)
         tokens[:] = [w for t in tasks for w in t.tokens.tokens]
         ids = [t.id for t in tasks]
-        has_id = np.array([i is not None for i in ids], dtype=bool)
-        task_ids = np.array([-1 if i is None else int(i) for i in ids], dtype=np.int64)
         names = [task_name(t.id, k) for k, t in enumerate(tasks)]
         gold = _span_table([t.gold for t in tasks], labels, names, "gold")
         have_pred = any(t.pred is not None for t in tasks)
         pred = _span_table([t.pred for t in tasks], labels, names, "pred") if have_pred else None
-        text_len = np.fromiter((len(x) for x in texts), dtype=np.int64, count=n)
-        gcols = map_to_tokens(gold, offsets, starts, ends, text_len)
-        pcols = map_to_tokens(pred, offsets, starts, ends, text_len) if pred is not None else None
+        pscore = np.array([np.nan if t.pred_score is None else t.pred_score for t in tasks],
+                          dtype=np.float64) if have_pred else None
+        return cls.from_columns(
+            labels, texts, ids,
+            annotated=np.fromiter((t.gold is not None for t in tasks), dtype=bool, count=n),
+            token_offsets=offsets, token_start=starts, token_end=ends, tokens=tokens,
+            gold=gold, pred=pred, pred_score=pscore,
+            split=np.array([t.split for t in tasks], dtype=object),
+            annotator=np.array([t.annotator for t in tasks], dtype=object),
+            load_problem_tasks=load_problem_tasks, names=names)
+
+    @classmethod
+    def from_columns(cls, labels: Sequence[str], texts: Sequence[str], ids: Sequence[Any], *,
+                     annotated: np.ndarray, token_offsets: np.ndarray, token_start: np.ndarray,
+                     token_end: np.ndarray, tokens: np.ndarray, gold: SpanTable,
+                     pred: SpanTable | None, pred_score: np.ndarray | None, split: np.ndarray,
+                     annotator: np.ndarray, load_problem_tasks: Sequence[int] = (),
+                     names: Sequence[str] | None = None) -> Corpus:
+        """The corpus of per-task columns and character span tables (``task`` = row): spans
+        mapped onto the tokens once, alignment issues collected."""
+        n = len(texts)
+        has_id = np.array([i is not None for i in ids], dtype=bool)
+        task_ids = np.array([-1 if i is None else int(i) for i in ids], dtype=np.int64)
+        names = [task_name(i, k) for k, i in enumerate(ids)] if names is None else names
+        text_len = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        gcols = map_to_tokens(gold, token_offsets, token_start, token_end, text_len)
+        pcols = (map_to_tokens(pred, token_offsets, token_start, token_end, text_len)
+                 if pred is not None else None)
         issues = _issues(gcols, "gold", texts, names)
         if pcols is not None:
             issues += _issues(pcols, "pred", texts, names)
         issues.sort(key=lambda i: (i.which != "gold", i.task, i.span.start))
-        pscore = np.array([np.nan if t.pred_score is None else t.pred_score for t in tasks],
-                          dtype=np.float64) if have_pred else None
         return cls(
-            labels=labels,
-            texts=texts, task_ids=task_ids, has_id=has_id,
-            annotated=np.fromiter((t.gold is not None for t in tasks), dtype=bool, count=n),
-            token_offsets=offsets, token_start=starts, token_end=ends, tokens=tokens,
-            gold=gcols, pred=pcols, pred_score=pscore,
-            split=np.array([t.split for t in tasks], dtype=object),
-            annotator=np.array([t.annotator for t in tasks], dtype=object),
+            labels=tuple(labels), texts=texts, task_ids=task_ids, has_id=has_id,
+            annotated=annotated, token_offsets=token_offsets, token_start=token_start,
+            token_end=token_end, tokens=tokens, gold=gcols, pred=pcols, pred_score=pred_score,
+            split=split, annotator=annotator,
             load_problem_tasks=np.asarray(sorted(set(load_problem_tasks)), dtype=np.int64),
             issues=tuple(issues),
         )

@@ -45,13 +45,13 @@ span form one contiguous range found with two ``np.searchsorted`` calls.
 
 from __future__ import annotations
 
-from analysis.exceptions import DataError
-
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from analysis.exceptions import DataError
 
 from .spans import SpanTable, union_labels
 

@@ -27,8 +27,8 @@ import numpy as np
 
 def make_columns(n: int, seed: int = 0) -> object:
     from analysis.review.analyze import Columns
-    from analysis.tags import tag_names
     from analysis.spans import SpanTable
+    from analysis.tags import tag_names
 
     rng = np.random.default_rng(seed)
     labels = ("PER", "LOC", "ORG")

@@ -47,9 +47,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from analysis.dataset import Dataset, token_spans  # noqa: E402
-from analysis.tags import tag_names  # noqa: E402
 from analysis.dep import AGGREGATES, compute_dep
 from analysis.probs import load_probs  # noqa: E402
+from analysis.tags import tag_names  # noqa: E402
 from bench.noise import NOISE_KINDS, inject_noise, summary  # noqa: E402
 
 log = logging.getLogger("bench_detection")

@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from analysis.tags import tag_names  # noqa: E402
 from analysis.dep import compute_dep
-from analysis.probs import load_probs  # noqa: E402
 from analysis.dep.errormodel import UNIT_TYPES, ErrorModel, fit_error_model  # noqa: E402
+from analysis.probs import load_probs  # noqa: E402
+from analysis.tags import tag_names  # noqa: E402
 from bench.bench_detection import (  # noqa: E402
     DEFAULT_DATA,
     cleanlab_scores,

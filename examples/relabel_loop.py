@@ -25,12 +25,12 @@ import os
 import warnings
 from pathlib import Path
 
-from analysis.review.analyze import analyze_dataset
-from analysis.probs import load_probs
 from analysis.formats import from_ls_tasks
 from analysis.labelstudio import LabelStudioAPI
 from analysis.labelstudio.push import plan_push
 from analysis.labelstudio.store import TaskStore, store_path, sync_project
+from analysis.probs import load_probs
+from analysis.review.analyze import analyze_dataset
 from ls_backend.commands.push import apply_plan
 
 

@@ -35,8 +35,8 @@ from analysis.exceptions import DataError
 
 from .service.backend import Backend
 from .service.errors import LabelMismatch, NoLabelStudio, QueueFull, TaskError
-from .settings import Settings
 from .service.state import project_id
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 

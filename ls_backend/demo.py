@@ -233,11 +233,11 @@ def run_demo(
 def push_to_label_studio(url: str, key: str, tasks: list[dict[str, Any]], config: str, res: Any,
                          ds: Any, out: Path, *, probs: Any, result: dict[str, Any]) -> int:
     """Create a project, import, connect the backend, sync, push views; returns the project id."""
-    from analysis.review.analyze import analyze_dataset
     from analysis.formats import from_ls_tasks
     from analysis.labelstudio import LabelStudioAPI
     from analysis.labelstudio.push import plan_push
     from analysis.labelstudio.store import TaskStore, store_path, sync_project
+    from analysis.review.analyze import analyze_dataset
     from ls_backend.commands.push import apply_plan
 
     api = LabelStudioAPI(url, key)

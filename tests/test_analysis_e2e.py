@@ -38,8 +38,8 @@ def _title(view: dict[str, Any]) -> str:
 
 def _probs(ds: Any, wrong: set[int], ghost: set[int]) -> list[np.ndarray]:
     from analysis.dataset import token_spans
-    from analysis.tags import tag_names
     from analysis.schemes import encode
+    from analysis.tags import tag_names
 
     tags = list(tag_names(ds.labels))
     out = []

@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from analysis.dataset import Dataset, Task
 from analysis.dep import compute_dep
+from analysis.labelstudio.push import pending_updates, plan_push
 from analysis.review.analyze import analyze, analyze_dataset
 from analysis.review.duplicates import bad_edges, find_duplicates
-from analysis.dataset import Dataset, Task
-from analysis.tags import tag_names
-from analysis.labelstudio.push import pending_updates, plan_push
 from analysis.spans import Span, tokenize
+from analysis.tags import tag_names
 
 LABELS = ("PER", "LOC")
 TAGS = tag_names(LABELS)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import BACKEND_SENTS
 
 from ls_backend.app import create_app
 from ls_backend.service.queue import QueueFull, ScoreJob, ScoreQueue
-from ls_backend.settings import Settings
 from ls_backend.service.state import base_version, project_id
-from conftest import BACKEND_SENTS
+from ls_backend.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONLL_XML = (REPO / "label_config" / "conll2003.xml").read_text(encoding="utf-8")

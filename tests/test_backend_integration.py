@@ -22,14 +22,12 @@ One scenario, in order (module-scoped state; the tests depend on their predecess
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import BACKEND_SENTS, free_port, http_get, ner_label_config, start_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]

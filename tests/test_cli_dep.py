@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, shared_file
 
 SMALL = """John\tB-PER
@@ -176,8 +175,8 @@ def test_old_format_needs_its_tag_order(small: tuple[Path, Path], tmp_path: Path
 
 def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
     from analysis.dataset import token_spans
-    from analysis.tags import tag_names
     from analysis.formats import load
+    from analysis.tags import tag_names
 
     path = shared_file("conll2003", "test.conll")
     ds = load(path)

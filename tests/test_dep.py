@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.dataset import Dataset, Task
-from analysis.tags import tag_names
 from analysis.dep import (
     aggregate_units,
     compute_dep,
@@ -26,6 +25,7 @@ from analysis.dep.signals import (
 from analysis.dep.surface import surface_consistency
 from analysis.probs import load_probs
 from analysis.spans import Span, from_tokens
+from analysis.tags import tag_names
 
 LABELS = ("LOC", "PER")
 TAGS = tag_names(LABELS)  # O, B-LOC, I-LOC, B-PER, I-PER

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from analysis.dataset import Dataset
-from analysis.tags import tag_names
 from analysis.dep import compute_dep
 from analysis.dep.errormodel import (
     SPAN_CLASSES,
@@ -21,6 +20,7 @@ from analysis.dep.errormodel import (
     default_error_model,
     fit_error_model,
 )
+from analysis.tags import tag_names
 from tests.test_dep import BL, BP, IL, IP, LABELS, TAGS, O, make_task, onehot
 
 

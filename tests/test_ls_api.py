@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import free_port, ner_label_config
 
-from analysis.labelstudio import fields as lsfields
 from analysis.labelstudio import (
     LabelStudioAPI,
     LabelStudioError,
@@ -23,7 +23,7 @@ from analysis.labelstudio import (
     TaskPage,
     data_filter,
 )
-from conftest import free_port, ner_label_config
+from analysis.labelstudio import fields as lsfields
 
 # tricky original data: ints vs floats vs bools, unicode, nesting, null, long text, tokens
 ORIGINAL_DATA: dict[str, Any] = {

@@ -7,9 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import shared_file
 from hypothesis import HealthCheck, given, settings
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
+from test_errors import corpus, table, to_table
 
 from analysis.errors import align
 from analysis.metrics import (
@@ -21,9 +23,6 @@ from analysis.metrics import (
 )
 from analysis.schemes import decode, encode
 from analysis.spans import Span, SpanTable, TokenSpan
-
-from conftest import shared_file
-from test_errors import corpus, table, to_table
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

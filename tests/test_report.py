@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis.review.analyze import analyze_dataset
 from analysis.dataset import Dataset, Task
-from analysis.tags import tag_names
+from analysis.review.analyze import analyze_dataset
 from analysis.review.report import flagged_rows, render_report, span_map, write_csv, write_report
 from analysis.spans import Span, tokenize
+from analysis.tags import tag_names
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

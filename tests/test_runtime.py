@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from analysis.dataset import Dataset, Task  # noqa: E402
-from analysis.tags import decode_probs, tag_names  # noqa: E402
 from analysis.spans import Span, TokenSpan, from_tokens, tokenize  # noqa: E402
+from analysis.tags import decode_probs, tag_names  # noqa: E402
 from ls_backend.runtime import NerModel, TaskPrediction, default_model_path, train  # noqa: E402
 from ls_backend.runtime.infer import make_windows, prepare  # noqa: E402
 

@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from analysis.dataset import Dataset, Task  # noqa: E402
-from analysis.tags import tag_names  # noqa: E402
 from analysis.spans import Span, from_tokens, tokenize  # noqa: E402
+from analysis.tags import tag_names  # noqa: E402
 from ls_backend.cli import main  # noqa: E402
 from ls_backend.runtime import NerModel, TrainResult, crossfit, train  # noqa: E402
 from ls_backend.runtime.crossfit import fold_assignment  # noqa: E402

@@ -58,12 +58,29 @@ from analysis.dep.errormodel import ErrorModel, default_error_model
 from analysis.dep.inputs import ProbsLike, Scored, as_corpus, as_output, prepare
 from analysis.dep.result import DepResult
 from analysis.dep.rows import CHUNK
-from analysis.dep.signals import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, calibrate, combine
-from analysis.dep.signals import token_margins
-from analysis.dep.thresholds import (AGGREGATES, CATEGORIES, Aggregate, Thresholds,
-                                     aggregate_units, fit_thresholds)
-from analysis.dep.units import (Units, log_margins, range_max, span_features, token_features,
-                                unit_signals)
+from analysis.dep.signals import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_WEIGHTS,
+    calibrate,
+    combine,
+    token_margins,
+)
+from analysis.dep.thresholds import (
+    AGGREGATES,
+    CATEGORIES,
+    Aggregate,
+    Thresholds,
+    aggregate_units,
+    fit_thresholds,
+)
+from analysis.dep.units import (
+    Units,
+    log_margins,
+    range_max,
+    span_features,
+    token_features,
+    unit_signals,
+)
 from analysis.errors import KINDS, Alignment, align
 from analysis.exceptions import DataError
 from analysis.spans import SpanTable

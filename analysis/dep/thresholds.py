@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 

@@ -16,8 +16,12 @@ import numpy as np
 
 from analysis.dep.errormodel import SPAN_FEATURES, TOKEN_FEATURES, logit
 from analysis.dep.inputs import Scored
-from analysis.dep.signals import (model_disagreement, neighbour_disagreement,
-                                  surface_consistency, type_disagreement)
+from analysis.dep.signals import (
+    model_disagreement,
+    neighbour_disagreement,
+    surface_consistency,
+    type_disagreement,
+)
 from analysis.exceptions import DataError
 from analysis.tags import range_positions
 

@@ -42,6 +42,11 @@ _PREFIXES = "OBIESLU"
 
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, checked to be non-empty UTF-8 (the BOM removed)."""
+    return read_text(path)[0]
+
+
+def read_text(path: str | Path) -> tuple[bytes, str]:
+    """The file's bytes and text, checked to be non-empty UTF-8 (the BOM removed)."""
     p = Path(path)
     if p.is_dir():
         raise DataError(f"{p}: is a directory, not a file")
@@ -52,9 +57,9 @@ def read_bytes(path: str | Path) -> bytes:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{p}: not valid UTF-8 at byte {exc.start} (line {line}): {exc.reason}; "
                         "re-encode the file as UTF-8") from None
-    if not text.strip():
+    if not text or text.isspace():
         raise DataError(f"{p}: file is empty")
-    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    return (data[3:] if data.startswith(b"\xef\xbb\xbf") else data), text
 
 
 @dataclass(frozen=True, eq=False)

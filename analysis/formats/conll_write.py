@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from analysis.exceptions import DataError
-
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Literal
 
 from analysis.dataset import ALIGNMENT_KINDS, Dataset, Problem, Task
+from analysis.exceptions import DataError
 from analysis.schemes import encode, get_scheme
 from analysis.spans import Span, TokenSpan, char_to_token_spans
 

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from analysis.dataset import Dataset
 from analysis.exceptions import DataError
-from analysis.formats.conll import read_bytes, _parse as _parse_conll
+from analysis.formats.conll import _parse as _parse_conll
+from analysis.formats.conll import read_text
 from analysis.formats.conll_write import WriteReport, write_conll
 from analysis.formats.label_config import LabelConfig
 from analysis.formats.ls_json import Format, from_ls_tasks, gc_paused, to_ls_tasks
@@ -30,9 +31,6 @@ __all__ = ["load", "save", "detect_format", "parse_json"]
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("auto", "conll", "ls-json", "json-min")
-
-#: JSON nested deeper than this is refused (a Label Studio task is a few levels deep)
-MAX_JSON_DEPTH = 64
 
 
 def detect_format(text: str) -> Literal["conll", "json"]:
@@ -48,21 +46,10 @@ def _json_loads(text: str, where: str) -> Any:
         raise DataError(f"{where}: JSON is nested too deeply") from None
 
 
-def _depth_ok(obj: Any, limit: int) -> bool:
-    stack = [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if d > limit:
-            return False
-        if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values() if isinstance(v, (dict, list)))
-        elif isinstance(o, list):
-            stack.extend((v, d + 1) for v in o if isinstance(v, (dict, list)))
-    return True
-
-
 def parse_json(text: str, where: str) -> list[Any]:
-    """Label Studio tasks from JSON text: a list, one task object, or JSON Lines."""
+    """Label Studio tasks from JSON text: a list, one task object, or JSON Lines.
+
+    JSON nested too deeply for the parser (its recursion guard) is a :class:`DataError`."""
     try:
         obj = _json_loads(text, where)
     except json.JSONDecodeError as exc:
@@ -86,9 +73,6 @@ def parse_json(text: str, where: str) -> list[Any]:
     if not isinstance(obj, list):
         raise DataError(
             f"{where}: JSON top level is {type(obj).__name__}; expected a list of tasks")
-    if not _depth_ok(obj, MAX_JSON_DEPTH):
-        raise DataError(f"{where}: JSON is nested deeper than {MAX_JSON_DEPTH} levels; this is "
-                        "not a Label Studio export")
     return obj
 
 
@@ -124,7 +108,7 @@ def load(
     if format not in _FORMATS:
         raise DataError(f"unknown format {format!r}; use one of {list(_FORMATS)}")
     path = Path(path)
-    raw = read_bytes(path)
+    raw, text = read_text(path)
     kind = ("conll" if format == "conll" else "json") if format != "auto" else \
         detect_format(raw[:4096].decode("utf-8", errors="ignore") or " ")
     try:
@@ -132,7 +116,7 @@ def load(
             ds = _parse_conll(raw, scheme=scheme, strict=strict, label_config=label_config)
         else:
             with gc_paused():
-                tasks = parse_json(raw.decode("utf-8"), str(path))
+                tasks = parse_json(text, str(path))
                 if not tasks:
                     raise DataError("contains no tasks")
                 ds = from_ls_tasks(tasks, format=format, label_config=label_config,

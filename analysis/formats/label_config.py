@@ -12,14 +12,14 @@ children are the entity types, and a ``<Text name=... value="$key">`` tag that s
 
 from __future__ import annotations
 
-from analysis.exceptions import DataError
-
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
+
+from analysis.exceptions import DataError
 
 __all__ = [
     "LabelConfig",

@@ -13,6 +13,7 @@ one prediction (:func:`analysis.dataset.choose_prediction`).  CoNLL tasks store 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,11 +24,19 @@ from typing import Any, Literal
 import numpy as np
 
 from analysis.corpus import task_name
-from analysis.dataset import (Dataset, Problem, Problems, Task, annotator_of, choose_annotation,
-                              choose_prediction)
+from analysis.dataset import (
+    Dataset,
+    Problem,
+    Problems,
+    Task,
+    annotator_of,
+    choose_annotation,
+    choose_prediction,
+)
 from analysis.exceptions import DataError
 from analysis.formats.json_min import min_row, min_to_full
 from analysis.formats.label_config import LabelConfig, as_label_config
+from analysis.formats.ls_columns import read_columns
 from analysis.spans import Span, TokenizedText, check_spans, tokenize
 
 __all__ = ["Format", "from_ls_tasks", "to_ls_tasks", "regions", "gc_paused"]
@@ -205,23 +214,36 @@ def from_ls_tasks(
     items = _full_items(tasks, format, cfg)
     chosen_ann, chosen_pred = _choose(items, annotator, model_version, warn)
     from_name, to_name, value_key = _names(items, cfg, chosen_ann + chosen_pred)
-    ctx = _Ctx(from_name, value_key, cfg, None if cfg is None else set(cfg.labels), strict,
-               Problems())
-    out: list[Task] = []
-    for idx, it in enumerate(items):
-        where = task_name(it.get("id"), idx)
-        try:
-            out.append(_task(len(out), where, it, chosen_ann[idx], chosen_pred[idx], ctx))
-        except (DataError, TypeError) as exc:
-            if rejected is None:
-                raise
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            rejected[idx] = msg if msg.startswith(where) else f"{where}: {msg}"
-    seen = {s.label for t in out for spans in (t.gold, t.pred) if spans for s in spans}
-    labels = cfg.labels if cfg is not None else tuple(sorted(seen))
+    allowed = None if cfg is None else set(cfg.labels)
+    ctx = _Ctx(from_name, value_key, cfg, allowed, strict, Problems())
+
+    def read_task(k: int, where: str, it: Mapping[str, Any], ann: Any, pr: Any,
+                  problems: Problems) -> Task:
+        return _task(k, where, it, ann, pr, dataclasses.replace(ctx, problems=problems))
+
+    cols = read_columns(items, chosen_ann, chosen_pred, from_name=from_name,
+                        value_key=value_key, canonical=None if cfg is None else cfg.canonical,
+                        allowed=allowed, problems=ctx.problems, read_task=read_task,
+                        rejected=rejected)
+    labels = cfg.labels if cfg is not None else tuple(sorted(set(cols.gold.label)
+                                                             | set(cols.pred.label)))
+    corpus = cols.corpus(labels, [p.task for p in ctx.problems.items if p.which == "gold"])
+
+    def make(k: int) -> Task:  # the reference reader on one task (its problems counted once)
+        t = cols.made.get(k)
+        if t is None:
+            idx = cols.items[k]
+            t = read_task(k, task_name(items[idx].get("id"), idx), items[idx], chosen_ann[idx],
+                          chosen_pred[idx], Problems())
+        return t
+
     dropped = ctx.problems.of("dropped_span")
-    ds = Dataset(out, labels, from_name, to_name, value_key, None, ctx.problems)
-    ds.report_alignment(warn=warn)
+    ds = Dataset.from_corpus(corpus, make, from_name=from_name, to_name=to_name,
+                             value_key=value_key, scheme=None, problems=ctx.problems)
+    ds.problems.extend([Problem(i.kind, i.task, i.which, i.span, i.message)
+                        for i in corpus.issues])
+    if warn:
+        corpus.warn_issues(stacklevel=3)
     if dropped and warn:
         warnings.warn(
             f"{len(dropped)} invalid span(s) dropped (strict=False); first: {dropped[0].message}",

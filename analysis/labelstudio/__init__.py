@@ -4,8 +4,13 @@ ner-quality writes there: :mod:`.fields` (the ``nerq_*`` data fields and the
 local sync store)."""
 
 from analysis.labelstudio.api import LabelStudioAPI
-from analysis.labelstudio.client import (REVIEW_VIEW_ORDERING, LabelStudioError,
-                                         LabelStudioUnavailable, TaskPage, data_filter)
+from analysis.labelstudio.client import (
+                                         REVIEW_VIEW_ORDERING,
+                                         LabelStudioError,
+                                         LabelStudioUnavailable,
+                                         TaskPage,
+                                         data_filter,
+)
 
 __all__ = ["LabelStudioAPI", "LabelStudioError", "LabelStudioUnavailable", "TaskPage",
            "data_filter", "REVIEW_VIEW_ORDERING"]

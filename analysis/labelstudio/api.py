@@ -8,9 +8,16 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis.labelstudio.client import (REVIEW_VIEW_ORDERING, LabelStudioError,
-                                         LabelStudioUnavailable, TaskPage, _check_id, _ids,
-                                         _plain, data_filter)
+from analysis.labelstudio.client import (
+    REVIEW_VIEW_ORDERING,
+    LabelStudioError,
+    LabelStudioUnavailable,
+    TaskPage,
+    _check_id,
+    _ids,
+    _plain,
+    data_filter,
+)
 from analysis.labelstudio.tasks import TasksMixin
 
 __all__ = ["LabelStudioAPI", "LabelStudioError", "LabelStudioUnavailable", "TaskPage",

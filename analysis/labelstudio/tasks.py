@@ -9,8 +9,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from analysis.labelstudio import fields as lsfields
-from analysis.labelstudio.client import (IMPORT_CHUNK, Client, LabelStudioError, TaskPage, _canon,
-                                         _check_id, _plain)
+from analysis.labelstudio.client import (
+    IMPORT_CHUNK,
+    Client,
+    LabelStudioError,
+    TaskPage,
+    _canon,
+    _check_id,
+    _plain,
+)
 
 __all__ = ["TasksMixin"]
 

@@ -71,7 +71,7 @@ def _char_class(chars: list[str], pattern: re.Pattern[str]) -> np.ndarray:
 
 
 def normalise_texts(texts: Sequence[str]) -> pd.Series:
-    """Case-folded, punctuation removed, whitespace collapsed and stripped (a ``string`` Series):
+    r"""Case-folded, punctuation removed, whitespace collapsed and stripped (a ``string`` Series):
     what ``re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", t.casefold())).strip()`` gives.
 
     >>> normalise_texts(["  Hello,  World! ", "U.S. (2)"]).tolist()

@@ -17,8 +17,16 @@ import pandas as pd
 
 from analysis.corpus import Corpus
 from analysis.errors import CORRECT, GHOST, KINDS, Alignment
-from analysis.metrics import (Confusion, ErrorDistribution, Report, SampleCount, confusion,
-                              error_distribution, span_prf, top_confusions)
+from analysis.metrics import (
+    Confusion,
+    ErrorDistribution,
+    Report,
+    SampleCount,
+    confusion,
+    error_distribution,
+    span_prf,
+    top_confusions,
+)
 from analysis.review.alerts import jsonable
 from analysis.review.comparison import Comparison
 from analysis.spans import SpanTable

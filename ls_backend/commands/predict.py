@@ -66,8 +66,7 @@ def parse_label_map(items: list[str]) -> dict[str, str]:
 
 def predictions_json(ds: Any, preds: list[Any], version: str) -> list[dict[str, Any]]:
     """Label Studio tasks for ``ds`` with one prediction each (see the module docstring)."""
-    from analysis.formats import to_ls_tasks
-    from analysis.formats import regions
+    from analysis.formats import regions, to_ls_tasks
 
     tasks = to_ls_tasks(ds, format="ls-json")
     for task, t, p in zip(tasks, ds.tasks, preds):

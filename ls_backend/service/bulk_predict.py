@@ -25,8 +25,8 @@ import sys
 import time
 from typing import Any
 
-from ls_backend.settings import Settings
 from ls_backend.service.state import StateStore, project_id
+from ls_backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,6 @@ def predict_project(
     """
     from analysis.formats import regions
     from analysis.formats.label_config import parse_label_config
-
     from ls_backend.service import scoring
 
     if batch_size < 1:

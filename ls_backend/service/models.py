@@ -42,7 +42,9 @@ class ModelCache:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            from ls_backend.runtime import NerModel  # heavy import (torch), only when a model is needed
+            from ls_backend.runtime import (
+                NerModel,  # heavy import (torch), only when a model is needed
+            )
 
             t0 = time.perf_counter()
             model = NerModel.load(

@@ -8,11 +8,20 @@
 """
 
 from analysis.review.alerts.base import ALERT_NAMES, VIEW_PREFIX, Alert, jsonable, upper_fence
-from analysis.review.alerts.class_rules import (annotator_error_rates, class_imbalance,
-                                                inconsistent_surface_forms, low_performing_classes,
-                                                overlapping_classes)
-from analysis.review.alerts.task_rules import (duplicates, hard_for_model, likely_mislabeled,
-                                               malformed_samples, overlooked_spans)
+from analysis.review.alerts.class_rules import (
+                                                annotator_error_rates,
+                                                class_imbalance,
+                                                inconsistent_surface_forms,
+                                                low_performing_classes,
+                                                overlapping_classes,
+)
+from analysis.review.alerts.task_rules import (
+                                                duplicates,
+                                                hard_for_model,
+                                                likely_mislabeled,
+                                                malformed_samples,
+                                                overlooked_spans,
+)
 
 __all__ = ["Alert", "ALERT_NAMES", "VIEW_PREFIX", "jsonable", "upper_fence", "likely_mislabeled",
            "hard_for_model", "overlooked_spans", "malformed_samples", "duplicates",

@@ -20,8 +20,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.review.report.charts import (PALETTE, empty, esc, fmt, hbar_chart, heatmap_chart,
-                                           histogram_chart, scatter_chart, stacked_bar_chart)
+from analysis.review.report.charts import (
+    PALETTE,
+    empty,
+    esc,
+    fmt,
+    hbar_chart,
+    heatmap_chart,
+    histogram_chart,
+    scatter_chart,
+    stacked_bar_chart,
+)
 
 logger = logging.getLogger(__name__)
 
