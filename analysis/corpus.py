@@ -356,7 +356,8 @@ class Corpus:
                      token_end: np.ndarray, tokens: np.ndarray, gold: SpanTable,
                      pred: SpanTable | None, pred_score: np.ndarray | None, split: np.ndarray,
                      annotator: np.ndarray, load_problem_tasks: Sequence[int] = (),
-                     names: Sequence[str] | None = None) -> Corpus:
+                     names: Sequence[str] | None = None,
+                     token_factors: tuple[np.ndarray, Sequence[str]] | None = None) -> Corpus:
         """The corpus of per-task columns and character span tables (``task`` = row): spans
         mapped onto the tokens once, alignment issues collected."""
         n = len(texts)
@@ -377,7 +378,7 @@ class Corpus:
             token_end=token_end, tokens=tokens, gold=gcols, pred=pcols, pred_score=pred_score,
             split=split, annotator=annotator,
             load_problem_tasks=np.asarray(sorted(set(load_problem_tasks)), dtype=np.int64),
-            issues=tuple(issues),
+            issues=tuple(issues), _token_factors=token_factors,
         )
 
 

@@ -302,6 +302,8 @@ def _id_key(item: Mapping[str, Any]) -> float:
 def _latest(items: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     if not items:
         return None
+    if len(items) == 1:  # the usual case: nothing to compare
+        return items[0]
     # max keeps the first of equal keys; ties on time and id go to the last listed
     best_i = max(range(len(items)), key=lambda i: (_time_key(items[i]), _id_key(items[i]), i))
     return items[best_i]

@@ -140,3 +140,46 @@ def test_strict_reader_raises_the_first_error_in_task_order() -> None:
     with pytest.raises((DataError, TypeError)) as exc:
         from_ls_tasks(tasks, strict=True)
     assert str(exc.value).startswith(task_name(tasks[first]["id"], first))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_file_read_task_by_task_equals_the_parsed_list(seed: int, tmp_path: Any) -> None:
+    import json
+
+    from analysis.formats import load
+
+    rng = random.Random(100 + seed)
+    tasks = [_task(rng, i) for i in range(200)]
+    for t in tasks:  # mismatches are errors on both paths: keep the file readable
+        if " ".join(t["data"].get("tokens", [])) != t["data"]["text"]:
+            t["data"].pop("tokens", None)
+        for a in t["annotations"] + t.get("predictions", []):
+            for r in a["result"]:
+                r["value"].pop("text", None)
+                r["value"]["start"] = int(r["value"]["start"])
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        streamed = load(path, strict=False)
+        parsed = from_ls_tasks(json.loads(path.read_text(encoding="utf-8")), strict=False)
+    _same_corpus(streamed.corpus, parsed.corpus)
+    assert [p.message for p in streamed.problems.items] == \
+        [p.message for p in parsed.problems.items]
+    for k in (0, len(parsed.tasks) // 2, len(parsed.tasks) - 1):
+        a, b = streamed.tasks[k], parsed.tasks[k]
+        assert (a.id, a.text, a.tokens.tokens, a.gold, a.pred, a.data, a.meta, a.annotator,
+                a.split, a.annotation_id) == (b.id, b.text, b.tokens.tokens, b.gold, b.pred,
+                                              b.data, b.meta, b.annotator, b.split,
+                                              b.annotation_id)
+        assert np.array_equal(a.tokens.starts, b.tokens.starts)
+
+
+def test_file_read_task_by_task_reports_bad_json_with_its_position(tmp_path: Any) -> None:
+    from analysis.formats import load
+
+    path = tmp_path / "bad.json"
+    path.write_text('[{"data": {"text": "a"}}, {"data": {"text": "b"}} {"x": 1}]',
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.json: not valid JSON: expected ',' or ']'"):
+        load(path)

@@ -23,7 +23,8 @@ from analysis.exceptions import DataError
 from analysis.formats.conll import _parse as _parse_conll
 from analysis.formats.conll import read_text
 from analysis.formats.conll_write import WriteReport, write_conll
-from analysis.formats.label_config import LabelConfig
+from analysis.formats.label_config import LabelConfig, as_label_config
+from analysis.formats.ls_stream import read_ls_array
 from analysis.formats.ls_json import Format, from_ls_tasks, gc_paused, to_ls_tasks
 
 __all__ = ["load", "save", "detect_format", "parse_json"]
@@ -115,13 +116,22 @@ def load(
         if kind == "conll":
             ds = _parse_conll(raw, scheme=scheme, strict=strict, label_config=label_config)
         else:
+            del raw  # the text is what JSON needs; the bytes are as large again
             with gc_paused():
-                tasks = parse_json(text, str(path))
-                if not tasks:
-                    raise DataError("contains no tasks")
-                ds = from_ls_tasks(tasks, format=format, label_config=label_config,
-                                   annotator=annotator, model_version=model_version,
-                                   strict=strict)
+                streamed = None
+                if format in ("auto", "ls-json"):  # a full export: task by task
+                    streamed = read_ls_array(text, str(path), cfg=as_label_config(label_config),
+                                             annotator=annotator, model_version=model_version,
+                                             strict=strict, warn=True)
+                if streamed is not None:
+                    ds = streamed
+                else:
+                    tasks = parse_json(text, str(path))
+                    if not tasks:
+                        raise DataError("contains no tasks")
+                    ds = from_ls_tasks(tasks, format=format, label_config=label_config,
+                                       annotator=annotator, model_version=model_version,
+                                       strict=strict)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         if msg.startswith(str(path)):

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import gc
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from analysis.dataset import (
 from analysis.exceptions import DataError
 from analysis.formats.json_min import min_row, min_to_full
 from analysis.formats.label_config import LabelConfig, as_label_config
-from analysis.formats.ls_columns import read_columns
+from analysis.formats.ls_columns import Reader, TaskColumns, is_labels_region
 from analysis.spans import Span, TokenizedText, check_spans, tokenize
 
 __all__ = ["Format", "from_ls_tasks", "to_ls_tasks", "regions", "gc_paused"]
@@ -123,7 +123,7 @@ def _names(items: Sequence[Mapping[str, Any]], cfg: LabelConfig | None,
     for src in chosen:
         result = (src or {}).get("result")
         for reg in result if isinstance(result, list) else ():
-            if _is_labels_region(reg):
+            if is_labels_region(reg):
                 pairs.add((str(reg.get("from_name")), str(reg.get("to_name"))))
     if len(pairs) > 1:
         raise DataError(f"regions use several (from_name, to_name) pairs {sorted(pairs)}; pass a "
@@ -221,33 +221,44 @@ def from_ls_tasks(
                   problems: Problems) -> Task:
         return _task(k, where, it, ann, pr, dataclasses.replace(ctx, problems=problems))
 
-    cols = read_columns(items, chosen_ann, chosen_pred, from_name=from_name,
-                        value_key=value_key, canonical=None if cfg is None else cfg.canonical,
-                        allowed=allowed, problems=ctx.problems, read_task=read_task,
-                        rejected=rejected)
-    labels = cfg.labels if cfg is not None else tuple(sorted(set(cols.gold.label)
-                                                             | set(cols.pred.label)))
-    corpus = cols.corpus(labels, [p.task for p in ctx.problems.items if p.which == "gold"])
+    reader = Reader(value_key, from_name, None if cfg is None else cfg.canonical, allowed,
+                    ctx.problems, read_task, rejected)
+    for idx, it in enumerate(items):
+        reader.add(idx, it, chosen_ann[idx], chosen_pred[idx])
+    cols = reader.cols
 
     def make(k: int) -> Task:  # the reference reader on one task (its problems counted once)
-        t = cols.made.get(k)
-        if t is None:
-            idx = cols.items[k]
-            t = read_task(k, task_name(items[idx].get("id"), idx), items[idx], chosen_ann[idx],
-                          chosen_pred[idx], Problems())
-        return t
+        idx = cols.items[k]
+        return read_task(k, task_name(items[idx].get("id"), idx), items[idx], chosen_ann[idx],
+                         chosen_pred[idx], Problems())
 
-    dropped = ctx.problems.of("dropped_span")
-    ds = Dataset.from_corpus(corpus, make, from_name=from_name, to_name=to_name,
-                             value_key=value_key, scheme=None, problems=ctx.problems)
+    return finish(cols, cfg, ctx.problems, make, from_name=from_name, to_name=to_name,
+                  value_key=value_key, warn=warn)
+
+
+def finish(cols: TaskColumns, cfg: LabelConfig | None, problems: Problems,
+           make: Callable[[int], Task], *, from_name: str, to_name: str, value_key: str,
+           warn: bool) -> Dataset:
+    """The dataset of the columns read: labels, corpus, alignment issues, warnings."""
+    labels = cfg.labels if cfg is not None else tuple(sorted(set(cols.gold.label)
+                                                             | set(cols.pred.label)))
+    corpus = cols.corpus(labels, [p.task for p in problems.items if p.which == "gold"])
+
+    def task(k: int) -> Task:
+        t = cols.made.get(k)
+        return make(k) if t is None else t
+
+    dropped = problems.of("dropped_span")
+    ds = Dataset.from_corpus(corpus, task, from_name=from_name, to_name=to_name,
+                             value_key=value_key, scheme=None, problems=problems)
     ds.problems.extend([Problem(i.kind, i.task, i.which, i.span, i.message)
                         for i in corpus.issues])
     if warn:
-        corpus.warn_issues(stacklevel=3)
+        corpus.warn_issues(stacklevel=4)
     if dropped and warn:
         warnings.warn(
             f"{len(dropped)} invalid span(s) dropped (strict=False); first: {dropped[0].message}",
-            stacklevel=2,
+            stacklevel=3,
         )
     return ds
 
@@ -273,16 +284,6 @@ def _pretokenized(toks: Any, text: str, where: str) -> TokenizedText:
     return TokenizedText(text, tuple(toks), starts, starts + lengths)
 
 
-def _is_labels_region(reg: Any) -> bool:
-    if type(reg) is not dict and not isinstance(reg, Mapping):  # dict first: ABC checks are slow
-        return False
-    typ = reg.get("type")
-    if typ is not None:
-        return typ == "labels"
-    val = reg.get("value")
-    return isinstance(val, Mapping) and "labels" in val and "start" in val
-
-
 def _region_span(reg: Any, where: str, which: str, c: _Ctx
                  ) -> tuple[Span | None, str | None, Any]:
     """The span of one ``labels`` region of the control ``c.from_name`` (None for other
@@ -290,7 +291,7 @@ def _region_span(reg: Any, where: str, which: str, c: _Ctx
     if type(reg) is dict and reg.get("type") == "labels":  # the common shape, checked fast
         if reg.get("from_name", c.from_name) != c.from_name:
             return None, None, None
-    elif not _is_labels_region(reg) or reg.get("from_name", c.from_name) != c.from_name:
+    elif not is_labels_region(reg) or reg.get("from_name", c.from_name) != c.from_name:
         return None, None, None  # other controls (choices, relations, ...) are not NER spans
     val = reg["value"]
     start, end = val.get("start"), val.get("end")
