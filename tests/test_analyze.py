@@ -192,3 +192,34 @@ def test_push_refuses_conll(small: tuple[Dataset, list[np.ndarray]]) -> None:
     assert res.to_dict()["tasks"][0]["id"] is None
     with pytest.raises(ValueError, match="CoNLL"):
         plan_push(res, model_version="v")
+
+
+@pytest.mark.parametrize("alphabet", [" .,!aZ_-1\n\t\x1c\x7f()", " .,!aZß\u00a0\t\u2028éİΣς_-1\n😀"])
+def test_text_folding_equals_the_per_text_regexes(alphabet: str) -> None:
+    import random
+    import re
+
+    from analysis.review.duplicates import fold_texts, normalise_texts
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+                 for _ in range(rng.randint(1, 5))]
+        norm = [re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", t.casefold())).strip() for t in texts]
+        assert normalise_texts(texts).tolist() == norm
+        assert fold_texts(texts) == [re.sub(r"\s+", " ", t.casefold()).strip() for t in texts]
+    assert fold_texts(["a\x00b", " X "]) == ["a\x00b", "x"]  # the separator inside a text
+
+
+def test_bad_edges_equals_its_regexes() -> None:
+    import random
+    import re
+
+    lead = re.compile(r"^[\s.,;:!?\"'()\[\]{}\-]")
+    trail = re.compile(r"(?:[\s,;:!?\"'(\[{\-]|\s[.)\]}])$")
+    rng = random.Random(1)
+    alphabet = " .,;:!?\"'()[]{}-aZ\u00a0\t\n"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 5)))
+             for _ in range(5000)]
+    expected = [bool(lead.search(t)) or bool(trail.search(t)) for t in texts]
+    assert bad_edges(texts).tolist() == expected

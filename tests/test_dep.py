@@ -479,3 +479,60 @@ def test_calibration_applies_per_unit_type() -> None:
     assert up.task_dep[0] == pytest.approx(up.token_dep.max())
     sp = compute_dep(ds, [p], tags=TAGS, weights=MARGIN_ONLY, calibration={"span": (2.0, 1.0)})
     assert (sp.token_dep > base.token_dep + 1e-6).tolist() == [False, True, False, False]
+
+
+def _surface_reference(tokens, task, is_o, s0, s1, lab, max_len=6):
+    """Surface consistency by brute force over token tuples (the module docstring's rules)."""
+    low = [t.lower() for t in tokens]
+    form = [tuple(low[a:b]) for a, b in zip(s0, s1)]
+    n_fl: dict = {}
+    for f, lb in zip(form, lab):
+        n_fl[(f, lb)] = n_fl.get((f, lb), 0) + 1
+    n_lab: dict = {}
+    for (f, _), c in n_fl.items():
+        n_lab[f] = n_lab.get(f, 0) + c
+    occ = []  # all-O occurrences of labelled forms, within one task
+    for f in n_lab:
+        L = len(f)
+        if L > max_len:
+            continue
+        for p in range(len(tokens) - L + 1):
+            if tuple(low[p:p + L]) == f and len(set(task[p:p + L])) == 1 and all(is_o[p:p + L]):
+                occ.append((p, L, f))
+    n_o: dict = {}
+    for _, _, f in occ:
+        n_o[f] = n_o.get(f, 0) + 1
+    span = [(n_lab[f] + n_o.get(f, 0) - n_fl[(f, lb)]) / (n_lab[f] + n_o.get(f, 0))
+            for f, lb in zip(form, lab)]
+    tok = [0.0] * len(tokens)
+    for p, L, f in occ:
+        sc = n_lab[f] / (n_lab[f] + n_o[f])
+        for q in range(p, p + L):
+            tok[q] = max(tok[q], sc)
+    return np.array(span), np.array(tok)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_surface_consistency_equals_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vocab = ["Paris", "paris", "New", "York", "new", "the", "EU", "eu", "in", "."]
+    n = int(rng.integers(5, 60))
+    tokens = [vocab[i] for i in rng.integers(0, len(vocab), n)]
+    task = np.sort(rng.integers(0, 4, n))
+    is_o = np.ones(n, dtype=bool)
+    s0, s1, lab = [], [], []
+    p = 0
+    while p < n:  # non-overlapping spans inside one task each
+        if rng.random() < 0.3:
+            L = int(rng.integers(1, 4))
+            if p + L <= n and len(set(task[p:p + L])) == 1:
+                s0.append(p), s1.append(p + L), lab.append(int(rng.integers(0, 3)))
+                is_o[p:p + L] = False
+                p += L
+                continue
+        p += 1
+    ref_span, ref_tok = _surface_reference(tokens, task, is_o, s0, s1, lab, max_len=2)
+    span, tok = surface_consistency(tokens, task, is_o, np.array(s0, dtype=np.int64),
+                                    np.array(s1, dtype=np.int64), np.array(lab), max_len=2)
+    assert span == pytest.approx(ref_span, abs=1e-6)
+    assert tok == pytest.approx(ref_tok, abs=1e-6)
