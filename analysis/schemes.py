@@ -45,6 +45,7 @@ __all__ = [
     "encode",
     "convert",
     "detect_scheme",
+    "scheme_from_evidence",
     "get_scheme",
     "split_tag",
 ]
@@ -301,16 +302,25 @@ def detect_scheme(sentences: Iterable[Sequence[str]]) -> str:
             if prefix == "B" and typ != prev_type:
                 b_after_other = True
             prev_type = typ
-    seen.discard("O")
+    return scheme_from_evidence(seen, i_begins=i_begins, b_after_other=b_after_other)
+
+
+def scheme_from_evidence(prefixes: Iterable[str], *, i_begins: bool, b_after_other: bool) -> str:
+    """The scheme that the prefixes seen and the two IOB clues imply (see :func:`detect_scheme`).
+
+    >>> scheme_from_evidence({"B", "I"}, i_begins=True, b_after_other=False)
+    'iob1'
+    """
+    from .exceptions import DataError
+
+    seen = set(prefixes) - {"O"}
     if seen & {"E", "S"} and seen & {"L", "U"}:
-        raise ValueError(f"tags mix BIOES (E-/S-) and BILOU (L-/U-) prefixes: {sorted(seen)}")
+        raise DataError(f"tags mix BIOES (E-/S-) and BILOU (L-/U-) prefixes: {sorted(seen)}")
     if seen & {"E", "S"}:
         return "bioes"
     if seen & {"L", "U"}:
         return "bilou"
     unknown = seen - {"B", "I"}
     if unknown:
-        raise ValueError(f"unknown tag prefixes {sorted(unknown)}; expected B, I, E, S, L or U")
-    if i_begins and not b_after_other:
-        return "iob1"
-    return "iob2"
+        raise DataError(f"unknown tag prefixes {sorted(unknown)}; expected B, I, E, S, L or U")
+    return "iob1" if i_begins and not b_after_other else "iob2"

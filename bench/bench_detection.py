@@ -303,7 +303,7 @@ def error_model_section(noisy: Dataset, probs: list[np.ndarray], tags: tuple[str
         lib_score: np.ndarray | None = compute_dep(noisy, probs, tags=tags,
                                                    span_embeddings=emb).task_dep
         lib_meta = {k: v for k, v in default_error_model().meta.items() if k != "heldout"}
-    except ValueError as exc:  # no analysis/error_model.json yet (first fit)
+    except ValueError as exc:  # no analysis/dep/error_model.json yet (first fit)
         log.warning("no library default error model: %s", exc)
         lib_score, lib_meta = None, {}
     dev = float(np.max(np.abs(check.task_dep - 1.0 / (1.0 + np.exp(-fitted_score)))))
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="also write the JSON result here")
     ap.add_argument("--write-error-model", metavar="JSON",
                     help="write the error model fitted on the selection half here "
-                         "(analysis/error_model.json is the library default)")
+                         "(analysis/dep/error_model.json is the library default)")
     ap.add_argument("--signals-grid", action="store_true",
                     help="also run the grid search of the older scorer='signals' (slow)")
     args = ap.parse_args(argv)

@@ -11,7 +11,7 @@ CoNLL-03 train" setting), fits once on all selection halves, and reports every r
 
     .venv/bin/python -m bench.fit_error_model \\
         --run 3000:/tmp/p3000.npz --run 5000:/tmp/p5000.npz --run 14041:/tmp/pfull.npz \\
-        --out analysis/error_model.json --report bench/results/error_model_fit.json
+        --out analysis/dep/error_model.json --report bench/results/error_model_fit.json
 
 Each ``--run LIMIT:PROBS[:NOISE_SEED]`` must match how its probabilities were made
 (``bench_detection --limit LIMIT --noise-seed NOISE_SEED --save-probs PROBS``; noise seed 13 by

@@ -183,7 +183,7 @@ def test_retrieve_predictions_through_label_studio(world: Any) -> None:
 
 
 def test_planted_error_is_scored_on_the_task(world: Any) -> None:
-    api, pid = world.api, world.pid
+    api = world.api
     tid = world.task_ids[-1]
     text = PLANTED_TEXT
     # planted: Merkel annotated as LOC (the model says PER)

@@ -1,4 +1,4 @@
-"""The learned error model (analysis/errormodel.py) and its use by compute_dep."""
+"""The learned error model (analysis/dep/errormodel.py) and its use by compute_dep."""
 
 from __future__ import annotations
 

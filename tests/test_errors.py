@@ -319,6 +319,7 @@ def test_matches_brute_force_and_counts_are_consistent(data):
     assert kinds(al.pred_kind) == pk
     n_gold, n_pred = sum(map(len, golds)), sum(map(len, preds))
     assert al.per_task[:, :4].sum() == n_gold == len(al.gold_kind)
+    assert len(al.pred_kind) == n_pred
     assert al.per_task[:, GHOST].sum() == pk.count("ghost")
     c = al.counts()
     assert sum(c[k] for k in KINDS[:4]) == n_gold

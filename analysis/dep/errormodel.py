@@ -29,7 +29,7 @@ errors into a real corpus (:mod:`bench.noise`), scores them with cross-fitted pr
 on one half of the tasks and reports on the other; ``bench/fit_error_model.py`` pools the
 selection halves of several such runs (models of different strength, so that the coefficients
 are not tied to one confidence scale).  The fitted coefficients ship as
-``analysis/error_model.json`` (:func:`default_error_model`); :func:`fit_error_model` and
+``analysis/dep/error_model.json`` (:func:`default_error_model`); :func:`fit_error_model` and
 :meth:`ErrorModel.save` let a user fit their own (``ner-quality dep --error-model FILE``).
 Features are standardised with the training mean and scale; a missing feature (NaN, e.g. the
 neighbour signal when no span embeddings are given) is imputed with the training mean, so it
@@ -287,7 +287,7 @@ class ErrorModel:
 
 @functools.lru_cache(maxsize=1)
 def default_error_model() -> ErrorModel:
-    """The error model shipped with the package (``analysis/error_model.json``)."""
+    """The error model shipped with the package (``analysis/dep/error_model.json``)."""
     return ErrorModel.load(DEFAULT_PATH)
 
 

@@ -31,7 +31,7 @@ from analysis.dataset import Dataset, Problem, Problems, Task
 from analysis.exceptions import DataError
 from analysis.formats.conll_lines import Lines, split_lines
 from analysis.formats.label_config import LabelConfig, as_label_config
-from analysis.schemes import decode, get_scheme, split_tag
+from analysis.schemes import decode, get_scheme, scheme_from_evidence, split_tag
 from analysis.spans import Span, SpanTable
 
 __all__ = ["read_conll", "parse_conll", "TagColumns", "SchemeEvidence", "scheme_evidence",
@@ -155,19 +155,9 @@ def scheme_of(*evidence: SchemeEvidence) -> str:
     ``E-``/``S-`` → ``bioes``; ``L-``/``U-`` → ``bilou``; an ``I-X`` that begins a span and no
     ``B-X`` after a non-``X`` token → ``iob1``; otherwise ``iob2``.
     """
-    seen = frozenset().union(*(e.prefixes for e in evidence))
-    if seen & {"E", "S"} and seen & {"L", "U"}:
-        raise DataError(f"tags mix BIOES (E-/S-) and BILOU (L-/U-) prefixes: {sorted(seen)}")
-    if seen & {"E", "S"}:
-        return "bioes"
-    if seen & {"L", "U"}:
-        return "bilou"
-    unknown = seen - {"B", "I"}
-    if unknown:
-        raise DataError(f"unknown tag prefixes {sorted(unknown)}; expected B, I, E, S, L or U")
-    i_begins = any(e.i_begins for e in evidence)
-    b_other = any(e.b_after_other for e in evidence)
-    return "iob1" if i_begins and not b_other else "iob2"
+    return scheme_from_evidence(frozenset().union(*(e.prefixes for e in evidence)),
+                                i_begins=any(e.i_begins for e in evidence),
+                                b_after_other=any(e.b_after_other for e in evidence))
 
 
 def detect_scheme_columns(tags: TagColumns, sentence: np.ndarray) -> str:

@@ -14,7 +14,7 @@ Output: JSON lines on stdout (or ``--out FILE``), one object per task with ``ind
 one object with ``tasks``, ``thresholds`` and ``summary``.
 
 Scoring (``--scorer``): ``model`` (default) gives every gold span and ``O`` token its error
-probability under the learned error model (``analysis/errormodel.py``; ``--error-model FILE``
+probability under the learned error model (``analysis/dep/errormodel.py``; ``--error-model FILE``
 for your own fit) and ``suspect`` its most likely error class; ``signals`` is the weighted
 noisy-OR of the signals with per-unit-type calibration.
 """

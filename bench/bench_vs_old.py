@@ -1,0 +1,275 @@
+"""This tree against an earlier one, in one run: ``bench_core.py`` and ``bench_analysis.py``.
+
+The earlier tree is a plain copy of the repository at a commit (``git archive <commit> | tar -x
+-C DIR``); its own bench scripts run there (``PYTHONPATH=DIR``) with this tree's ``.venv``, one
+after the other with this tree's, size by size, so both see the same machine state.
+
+* ``bench_core``: seconds of each timed step (load of the CoNLL-03 train LS export, align +
+  metrics at 14k / 100k / 1M synthetic tasks, LS JSON parse at 10k / 100k); ratio = old / new.
+* ``bench_analysis``: the analysis of the same synthetic tasks.  The earlier tree's
+  ``analyze_columns`` scored DEP with the token margin only; this tree runs the default error
+  model (``compute_dep``) and then ``analyze``.  Compared: the whole step (DEP + analysis +
+  JSON text), and DEP + analysis without the JSON.  Not like for like, so two more:
+* ``analysis_no_probs`` (like for like): the same synthetic tasks without probabilities (metrics,
+  error types, alerts from the stored predictions; no DEP) -- the earlier ``analyze_columns`` +
+  ``to_dict`` + ``json.dumps`` against ``analyze`` + ``write_json``;
+* ``dep`` (like for like): the default DEP scorer of both trees on CoNLL-03 train with 10 %
+  injected noise (``bench/noise.py``) and peaked probabilities drawn from the clean gold (the
+  detection bench's setting without a training), replicated to ``--dep-copies``; timed: loading
+  the CoNLL file and ``compute_dep``; reported: ``max |task DEP(old) - task DEP(new)|``.
+
+    .venv/bin/python bench/bench_vs_old.py --old-tree /tmp/old --out bench/results/vs_old.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO.parent / "shared" / "data" / "conll2003" / "train.conll"
+
+
+def run(tree: Path, args: list[str], timeout: float, *, parse: bool = True) -> Any:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    p = subprocess.run([str(REPO / ".venv" / "bin" / "python"), *args], cwd=tree, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        print(f"{tree}: {' '.join(args)} failed:\n{p.stderr[-1500:]}", file=sys.stderr)
+        return None
+    if not parse:
+        return True
+    last = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(last[-1]) if last else None
+
+
+_NO_PROBS = {
+    "old": """
+import dataclasses, json, sys, time
+sys.path.insert(0, "bench")
+from bench_analysis import make_columns
+from analysis.analyze import analyze_columns
+cols = dataclasses.replace(make_columns(N), probs=None, tags=())
+best = None
+for _ in range(R):
+    t0 = time.perf_counter(); res = analyze_columns(cols); t1 = time.perf_counter()
+    text = json.dumps(res.to_dict()); t2 = time.perf_counter()
+    if best is None or t2 - t0 < best[0] + best[1]:
+        best = (t1 - t0, t2 - t1)
+print(json.dumps({"analyze_s": best[0], "json_s": best[1], "alerts": sorted(a["name"] for a in res.to_dict()["alerts"])}))
+""",
+    "new": """
+import io, json, sys, time
+sys.path.insert(0, "bench")
+from bench_analysis import make_inputs
+from analysis.review import analyze
+corpus, _ = make_inputs(N)
+best = None
+for _ in range(R):
+    t0 = time.perf_counter(); res = analyze(corpus); t1 = time.perf_counter()
+    buf = io.StringIO(); res.write_json(buf); t2 = time.perf_counter()
+    if best is None or t2 - t0 < best[0] + best[1]:
+        best = (t1 - t0, t2 - t1)
+print(json.dumps({"analyze_s": best[0], "json_s": best[1], "alerts": sorted(a.name for a in res.alerts)}))
+""",
+}
+
+_DEP = {
+    "old": """
+import json, sys, time
+import numpy as np
+from analysis.io import load
+from analysis.decoding import tag_names
+from analysis.dep import compute_dep
+z = np.load(PROBS)
+probs, offs = z["probs"], z["offsets"]
+best = None
+for _ in range(R):
+    t0 = time.perf_counter()
+    ds = load(DATA)
+    per = [probs[a:b] for a, b in zip(offs[:-1], offs[1:])]
+    t1 = time.perf_counter()
+    dep = compute_dep(ds, per, tags=tag_names(ds.labels))
+    t2 = time.perf_counter()
+    if best is None or t2 - t0 < best[0] + best[1]:
+        best = (t1 - t0, t2 - t1)
+np.save(OUT, np.asarray(dep.task_dep, dtype=np.float64))
+print(json.dumps({"load_s": best[0], "dep_s": best[1]}))
+""",
+    "new": """
+import json, sys, time
+import numpy as np
+from analysis.formats import load
+from analysis.dep import compute_dep
+from analysis.probs import ModelOutput
+from analysis.tags import TagSet
+z = np.load(PROBS)
+probs, offs = z["probs"], z["offsets"]
+best = None
+for _ in range(R):
+    t0 = time.perf_counter()
+    ds = load(DATA)
+    out = ModelOutput(probs, offs, np.ones(offs.shape[0] - 1, bool), TagSet.for_labels(ds.labels))
+    t1 = time.perf_counter()
+    dep = compute_dep(ds, out)
+    t2 = time.perf_counter()
+    if best is None or t2 - t0 < best[0] + best[1]:
+        best = (t1 - t0, t2 - t1)
+np.save(OUT, np.asarray(dep.task_dep, dtype=np.float64))
+print(json.dumps({"load_s": best[0], "dep_s": best[1]}))
+""",
+}
+
+
+def run_code(tree: Path, code: str, timeout: float, **consts: Any) -> Any:
+    """Run ``code`` in ``tree`` with ``consts`` bound (as Python literals) first."""
+    head = "".join(f"{k} = {v!r}\n" for k, v in consts.items())
+    return run(tree, ["-c", head + code], timeout)
+
+
+def make_dep_inputs(work: Path, copies: int) -> tuple[Path, Path]:
+    """CoNLL-03 train with 10 % injected noise (x ``copies``) and peaked probabilities drawn
+    from the clean gold tags: the detection bench's setting, without a training."""
+    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.insert(0, str(REPO))
+    from noise import inject_noise
+
+    from analysis.formats import read_conll, write_conll
+    from analysis.tags import TagSet
+
+    data, probs = work / f"dep_noisy_x{copies}.conll", work / f"dep_probs_x{copies}.npz"
+    if data.exists() and probs.exists():
+        return data, probs
+    clean = read_conll(TRAIN)
+    noisy, _ = inject_noise(clean, rate=0.1, seed=0)
+    text = write_conll(noisy, warn=False).text
+    data.write_text(text * copies, encoding="utf-8")
+    corpus = clean.corpus
+    ts = TagSet.for_labels(corpus.labels)
+    gold = np.tile(corpus.gold_tags(ts), copies)
+    offs = corpus.token_offsets
+    offs = np.r_[0, np.cumsum(np.tile(np.diff(offs), copies))].astype(np.int64)
+    rng = np.random.default_rng(0)
+    target = gold.copy()
+    flip = rng.random(gold.shape[0]) < 0.03
+    target[flip] = rng.integers(0, len(ts), int(flip.sum()))
+    z = rng.normal(0.0, 1.0, (gold.shape[0], len(ts))).astype(np.float32)
+    z[np.arange(gold.shape[0]), target] += rng.uniform(2, 7, gold.shape[0]).astype(np.float32)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    z /= z.sum(axis=1, keepdims=True)
+    np.savez(probs, probs=z.astype(np.float32), offsets=offs)
+    return data, probs
+
+
+def core_steps(d: dict[str, Any]) -> dict[str, float]:
+    """The timed steps of one bench_core result, flattened."""
+    out = {f"conll03_ls_json.{k}": v for k, v in d["conll03_train_ls_json"]["seconds"].items()
+           if not k.startswith("seqeval")}
+    for row in d.get("synthetic", []):
+        for k in ("align", "align_plus_metrics"):
+            out[f"synthetic_{row['tasks']}.{k}"] = row["seconds"][k]
+    for row in d.get("synthetic_json", []):
+        for k, v in row["seconds"].items():
+            out[f"synthetic_json_{row['tasks']}.{k}"] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old-tree", required=True)
+    ap.add_argument("--analysis-sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--core-sizes", default="14041,100000,1000000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-probs-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--dep-copies", type=int, nargs="+", default=[1, 10],
+                    help="CoNLL-03 train replicas for the DEP comparison (1 = 14,041 tasks)")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["analysis", "no_probs", "dep", "core"])
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    old = Path(a.old_tree).resolve()
+    result: dict[str, Any] = {"bench": "vs_old", "old_tree": str(old), "machine":
+                              f"{os.cpu_count()} cores", "analysis": [], "core": {}}
+    for n in ([] if "analysis" in a.skip else a.analysis_sizes):
+        o = run(old, ["bench/bench_analysis.py", "--one", str(n)], a.timeout)
+        w = run(REPO, ["bench/bench_analysis.py", "--one", str(n)], a.timeout)
+        if o is None or w is None:
+            continue
+        old_total = o["analyze_s"] + o["to_dict_s"]
+        new_total = w["dep_s"] + w["analyze_s"] + w["json_s"]
+        row = {"tasks": n, "old": o, "new": w,
+               "old_total_s": round(old_total, 2), "new_total_s": round(new_total, 2),
+               "ratio_total_old_over_new": round(old_total / new_total, 2),
+               "ratio_without_json_old_over_new": round(o["analyze_s"] / w["dep_plus_analyze_s"],
+                                                       2)}
+        result["analysis"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("old", "new")}),
+              file=sys.stderr, flush=True)
+    result["analysis_no_probs"] = []
+    for n in ([] if "no_probs" in a.skip else a.no_probs_sizes):
+        o = run_code(old, _NO_PROBS["old"], a.timeout, N=n, R=a.repeat)
+        w = run_code(REPO, _NO_PROBS["new"], a.timeout, N=n, R=a.repeat)
+        if o is None or w is None:
+            continue
+        ot, wt = o["analyze_s"] + o["json_s"], w["analyze_s"] + w["json_s"]
+        row = {"tasks": n, "old": o, "new": w, "old_total_s": round(ot, 3),
+               "new_total_s": round(wt, 3), "ratio_total_old_over_new": round(ot / wt, 2),
+               "ratio_analyze_old_over_new": round(o["analyze_s"] / w["analyze_s"], 2)}
+        result["analysis_no_probs"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    result["dep"] = []
+    work = Path(tempfile.gettempdir()) / "nerq-bench-vs-old"
+    work.mkdir(exist_ok=True)
+    for copies in ([] if "dep" in a.skip or not TRAIN.exists() else a.dep_copies):
+        data, probs = make_dep_inputs(work, copies)
+        deps = {}
+        for tree, name in ((old, "old"), (REPO, "new")):
+            dst = work / f"task_dep_{name}_x{copies}.npy"
+            deps[name] = (run_code(tree, _DEP[name], a.timeout, DATA=str(data), PROBS=str(probs),
+                                   OUT=str(dst), R=a.repeat), dst)
+        (o, od), (w, wd) = deps["old"], deps["new"]
+        if o is None or w is None:
+            continue
+        do, dw = np.load(od), np.load(wd)
+        both = ~np.isnan(do) & ~np.isnan(dw)
+        row = {"tasks": int(do.shape[0]), "old": o, "new": w,
+               "same_nan": bool(np.array_equal(np.isnan(do), np.isnan(dw))),
+               "max_abs_diff_task_dep": float(np.max(np.abs(do[both] - dw[both]))),
+               "ratio_dep_old_over_new": round(o["dep_s"] / w["dep_s"], 2),
+               "ratio_load_plus_dep_old_over_new": round((o["load_s"] + o["dep_s"])
+                                                         / (w["load_s"] + w["dep_s"]), 2)}
+        result["dep"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    outs: list[Any] = [None, None]
+    for i, (tree, name) in enumerate(() if "core" in a.skip else ((old, "old"), (REPO, "new"))):
+        dst = Path(tempfile.gettempdir()) / f"nerq-bench-core-{name}.json"
+        args = ["bench/bench_core.py", "--sizes", a.core_sizes, "--seqeval-max-tasks", "0",
+                "--repeat", str(a.repeat), "--out", str(dst)]
+        ok = run(tree, args, a.timeout, parse=False)
+        outs[i] = json.loads(dst.read_text(encoding="utf-8")) if ok else None
+    o, w = outs
+    if o is not None and w is not None:
+        so, sw = core_steps(o), core_steps(w)
+        result["core"] = {k: {"old_s": so[k], "new_s": sw[k],
+                              "ratio_old_over_new": round(so[k] / sw[k], 2) if sw[k] else None}
+                          for k in sorted(so) if k in sw}
+        for k, v in result["core"].items():
+            print(k, v, file=sys.stderr)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
