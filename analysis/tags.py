@@ -235,11 +235,13 @@ def range_positions(t0: np.ndarray, t1: np.ndarray) -> tuple[np.ndarray, np.ndar
     >>> [a.tolist() for a in range_positions(np.array([0, 5]), np.array([2, 6]))]
     [[0, 1, 5], [0, 0, 1]]
     """
-    length = np.maximum(np.asarray(t1, dtype=np.int64) - np.asarray(t0, dtype=np.int64), 0)
-    owner = np.repeat(np.arange(len(length)), length)
-    first = np.repeat(np.cumsum(length) - length, length)
-    pos = np.repeat(np.asarray(t0, dtype=np.int64), length) + (np.arange(int(length.sum())) - first)
-    return pos.astype(np.int64), owner
+    start = np.asarray(t0, dtype=np.int64)
+    length = np.maximum(np.asarray(t1, dtype=np.int64) - start, 0)
+    owner = np.repeat(np.arange(len(length), dtype=np.int64), length)
+    # position = row number + (range start - the range's first row): one gather, no repeats
+    pos = np.arange(owner.shape[0], dtype=np.int64)
+    pos += (start - (np.cumsum(length) - length))[owner]
+    return pos, owner
 
 
 # ------------------------------------------------------------------------------ decoding

@@ -1,22 +1,26 @@
-"""This tree against an earlier one, in one run: ``bench_core.py`` and ``bench_analysis.py``.
+"""This tree against an earlier one, in one run: ``bench_core.py``, the analysis, DEP.
 
 The earlier tree is a plain copy of the repository at a commit (``git archive <commit> | tar -x
--C DIR``); its own bench scripts run there (``PYTHONPATH=DIR``) with this tree's ``.venv``, one
-after the other with this tree's, size by size, so both see the same machine state.
+-C DIR``); its code runs there (``PYTHONPATH=DIR``) with this tree's ``.venv``, one process after
+the other with this tree's, size by size, so both see the same machine state.  Each timing is
+the best of ``--repeat`` runs inside its process.
 
-* ``bench_core``: seconds of each timed step (load of the CoNLL-03 train LS export, align +
+* ``core``: each tree's own ``bench_core.py`` (load of the CoNLL-03 train LS export, align +
   metrics at 14k / 100k / 1M synthetic tasks, LS JSON parse at 10k / 100k); ratio = old / new.
-* ``bench_analysis``: the analysis of the same synthetic tasks.  The earlier tree's
-  ``analyze_columns`` scored DEP with the token margin only; this tree runs the default error
-  model (``compute_dep``) and then ``analyze``.  Compared: the whole step (DEP + analysis +
-  JSON text), and DEP + analysis without the JSON.  Not like for like, so two more:
-* ``analysis_no_probs`` (like for like): the same synthetic tasks without probabilities (metrics,
-  error types, alerts from the stored predictions; no DEP) -- the earlier ``analyze_columns`` +
-  ``to_dict`` + ``json.dumps`` against ``analyze`` + ``write_json``;
+* ``analysis``: the same synthetic tasks (``bench_analysis.py``'s generator: the same draws in
+  both trees; the earlier generator's stand-in texts and span forms are replaced by the real
+  ones) analysed with their probabilities: the earlier ``analyze_columns`` (DEP = token margin
+  only) + ``to_dict`` + ``json.dumps`` against ``compute_dep`` (the default learned error model,
+  more work) + ``analyze`` + ``write_json``.  Not like for like, so two more:
+* ``analysis_no_probs`` (like for like): the same tasks without probabilities (metrics, error
+  types, alerts from the stored predictions; no DEP);
 * ``dep`` (like for like): the default DEP scorer of both trees on CoNLL-03 train with 10 %
   injected noise (``bench/noise.py``) and peaked probabilities drawn from the clean gold (the
   detection bench's setting without a training), replicated to ``--dep-copies``; timed: loading
   the CoNLL file and ``compute_dep``; reported: ``max |task DEP(old) - task DEP(new)|``.
+
+``--allocator cli`` runs both trees with the glibc malloc settings of the CLI's batch commands
+(large blocks from the heap, never trimmed: far fewer page faults on a VM).
 
     .venv/bin/python bench/bench_vs_old.py --old-tree /tmp/old --out bench/results/vs_old.json
 """
@@ -38,8 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO.parent / "shared" / "data" / "conll2003" / "train.conll"
 
 
+#: glibc's malloc settings of the ``ner-quality`` batch commands (``cli.retain_freed_memory``),
+#: given to both trees' processes through glibc's environment variables with ``--allocator cli``
+CLI_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+ENV: dict[str, str] = {}
+
+
 def run(tree: Path, args: list[str], timeout: float, *, parse: bool = True) -> Any:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, **ENV, "PYTHONPATH": str(tree)}
     p = subprocess.run([str(REPO / ".venv" / "bin" / "python"), *args], cwd=tree, env=env,
                        capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
@@ -51,36 +61,80 @@ def run(tree: Path, args: list[str], timeout: float, *, parse: bool = True) -> A
     return json.loads(last[-1]) if last else None
 
 
-_NO_PROBS = {
+_ANALYSIS = {
     "old": """
-import dataclasses, json, sys, time
+import dataclasses, json, resource, sys, time
+import numpy as np
 sys.path.insert(0, "bench")
 from bench_analysis import make_columns
 from analysis.analyze import analyze_columns
-cols = dataclasses.replace(make_columns(N), probs=None, tags=())
+cols = make_columns(N)
+# the texts, tokens and span surface forms this tree's generator writes (same draws): the old
+# generator's stand-ins ("t<i>" texts, "w1 w2" forms) would make the two analyses see other data
+alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+words = np.array(["".join(alphabet[[i // 1296 % 36, i // 36 % 36, i % 36]]) for i in range(5000)],
+                 dtype=object)
+tokens = words[np.fromiter((int(w[1:]) for w in cols.token_text), np.int64, len(cols.token_text))]
+big = " ".join(tokens.tolist())
+offs = np.r_[0, np.cumsum(cols.n_tokens)].tolist()
+texts = [big[4 * a:4 * b - 1] for a, b in zip(offs[:-1], offs[1:])]
+g = cols.gold
+gold_text = np.array([texts[t][s:e] for t, s, e in zip(g.task.tolist(), g.start.tolist(),
+                                                       g.end.tolist())], dtype=object)
+cols = dataclasses.replace(cols, texts=texts, token_text=tokens, gold_text=gold_text)
+if not PROBS:
+    cols = dataclasses.replace(cols, probs=None, tags=())
 best = None
 for _ in range(R):
     t0 = time.perf_counter(); res = analyze_columns(cols); t1 = time.perf_counter()
     text = json.dumps(res.to_dict()); t2 = time.perf_counter()
     if best is None or t2 - t0 < best[0] + best[1]:
         best = (t1 - t0, t2 - t1)
-print(json.dumps({"analyze_s": best[0], "json_s": best[1], "alerts": sorted(a["name"] for a in res.to_dict()["alerts"])}))
+print(json.dumps({"analyze_s": best[0], "json_s": best[1],
+                  "alerts": sorted(a["name"] for a in res.to_dict()["alerts"]),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
 """,
     "new": """
-import io, json, sys, time
+import io, json, resource, sys, time
 sys.path.insert(0, "bench")
 from bench_analysis import make_inputs
+from analysis.dep import compute_dep
 from analysis.review import analyze
-corpus, _ = make_inputs(N)
+corpus, output = make_inputs(N)
 best = None
 for _ in range(R):
-    t0 = time.perf_counter(); res = analyze(corpus); t1 = time.perf_counter()
+    t0 = time.perf_counter()
+    res = analyze(corpus, dep=compute_dep(corpus, output)) if PROBS else analyze(corpus)
+    t1 = time.perf_counter()
     buf = io.StringIO(); res.write_json(buf); t2 = time.perf_counter()
     if best is None or t2 - t0 < best[0] + best[1]:
         best = (t1 - t0, t2 - t1)
-print(json.dumps({"analyze_s": best[0], "json_s": best[1], "alerts": sorted(a.name for a in res.alerts)}))
+print(json.dumps({"analyze_s": best[0], "json_s": best[1],
+                  "alerts": sorted(a.name for a in res.alerts),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
 """,
 }
+
+
+def compare_analysis(old: Path, sizes: list[int], *, probs: bool, repeat: int, timeout: float
+                     ) -> list[dict[str, Any]]:
+    """Both trees' analysis of the same synthetic tasks, size by size."""
+    rows = []
+    for n in sizes:
+        o = run_code(old, _ANALYSIS["old"], timeout, N=n, R=repeat, PROBS=probs)
+        w = run_code(REPO, _ANALYSIS["new"], timeout, N=n, R=repeat, PROBS=probs)
+        if o is None or w is None:
+            continue
+        ot, wt = o["analyze_s"] + o["json_s"], w["analyze_s"] + w["json_s"]
+        row = {"tasks": n, "old": o, "new": w, "old_total_s": round(ot, 3),
+               "new_total_s": round(wt, 3), "ratio_total_old_over_new": round(ot / wt, 2),
+               "ratio_without_json_old_over_new": round(o["analyze_s"] / w["analyze_s"], 2),
+               "same_alerts": o["alerts"] == w["alerts"]}
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("old", "new")}),
+              file=sys.stderr, flush=True)
+    return rows
+
 
 _DEP = {
     "old": """
@@ -194,38 +248,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["analysis", "no_probs", "dep", "core"])
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--allocator", choices=["default", "cli"], default="default",
+                    help="cli: run both trees with the malloc settings the CLI's batch commands "
+                         "use (large blocks from the heap, never trimmed)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
+    if a.allocator == "cli":
+        ENV.update(CLI_MALLOC)
     old = Path(a.old_tree).resolve()
     result: dict[str, Any] = {"bench": "vs_old", "old_tree": str(old), "machine":
-                              f"{os.cpu_count()} cores", "analysis": [], "core": {}}
-    for n in ([] if "analysis" in a.skip else a.analysis_sizes):
-        o = run(old, ["bench/bench_analysis.py", "--one", str(n)], a.timeout)
-        w = run(REPO, ["bench/bench_analysis.py", "--one", str(n)], a.timeout)
-        if o is None or w is None:
-            continue
-        old_total = o["analyze_s"] + o["to_dict_s"]
-        new_total = w["dep_s"] + w["analyze_s"] + w["json_s"]
-        row = {"tasks": n, "old": o, "new": w,
-               "old_total_s": round(old_total, 2), "new_total_s": round(new_total, 2),
-               "ratio_total_old_over_new": round(old_total / new_total, 2),
-               "ratio_without_json_old_over_new": round(o["analyze_s"] / w["dep_plus_analyze_s"],
-                                                       2)}
-        result["analysis"].append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("old", "new")}),
-              file=sys.stderr, flush=True)
-    result["analysis_no_probs"] = []
-    for n in ([] if "no_probs" in a.skip else a.no_probs_sizes):
-        o = run_code(old, _NO_PROBS["old"], a.timeout, N=n, R=a.repeat)
-        w = run_code(REPO, _NO_PROBS["new"], a.timeout, N=n, R=a.repeat)
-        if o is None or w is None:
-            continue
-        ot, wt = o["analyze_s"] + o["json_s"], w["analyze_s"] + w["json_s"]
-        row = {"tasks": n, "old": o, "new": w, "old_total_s": round(ot, 3),
-               "new_total_s": round(wt, 3), "ratio_total_old_over_new": round(ot / wt, 2),
-               "ratio_analyze_old_over_new": round(o["analyze_s"] / w["analyze_s"], 2)}
-        result["analysis_no_probs"].append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+                              f"{os.cpu_count()} cores", "allocator": a.allocator,
+                              "analysis": [], "core": {}}
+    result["analysis"] = compare_analysis(
+        old, [] if "analysis" in a.skip else a.analysis_sizes, probs=True, repeat=a.repeat,
+        timeout=a.timeout)
+    result["analysis_no_probs"] = compare_analysis(
+        old, [] if "no_probs" in a.skip else a.no_probs_sizes, probs=False, repeat=a.repeat,
+        timeout=a.timeout)
     result["dep"] = []
     work = Path(tempfile.gettempdir()) / "nerq-bench-vs-old"
     work.mkdir(exist_ok=True)

@@ -8,14 +8,8 @@ its categories) → :class:`DepResult` (``result``).  :func:`compute_dep` runs t
 from analysis.dep.compute import SCORERS, Scorer, compute_dep, validate_probs
 from analysis.dep.result import DepResult
 from analysis.dep.signals import token_margins
-from analysis.dep.thresholds import (
-                                     AGGREGATES,
-                                     CATEGORIES,
-                                     Aggregate,
-                                     Thresholds,
-                                     aggregate_units,
-                                     fit_thresholds,
-)
+from analysis.dep.thresholds import (AGGREGATES, CATEGORIES, Aggregate, Thresholds,
+                                     aggregate_units, fit_thresholds)
 
 __all__ = ["compute_dep", "validate_probs", "DepResult", "Scorer", "SCORERS", "Aggregate",
            "AGGREGATES", "CATEGORIES", "Thresholds", "aggregate_units", "fit_thresholds",

@@ -39,6 +39,13 @@ def _pair_ids(a: np.ndarray, b: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
+def _table(ids: np.ndarray, size: int) -> np.ndarray:
+    """``(size,)`` bool, True at ``ids`` (all ``0 <= ids < size``)."""
+    t = np.zeros(size, dtype=bool)
+    t[ids] = True
+    return t
+
+
 def surface_consistency(
     token_text: Any,
     token_task: np.ndarray,
@@ -108,10 +115,12 @@ def _forms(code: np.ndarray, task: np.ndarray, is_o: np.ndarray, s0: np.ndarray,
     span_form = np.full(n_span, -1, dtype=np.int64)
     next_form = 0
     # length 1: a span's prefix id is its first token's code; candidates are O tokens whose
-    # code starts some span
+    # code starts some span.  Ids are dense (codes, then factorised pairs) below ``size``, so
+    # membership and lookup are one gather through a table of ``size`` entries (no sorting).
+    size = width
     sp = np.flatnonzero(lengths >= 1)
     sp_id = code[s0[sp]]
-    cand = np.flatnonzero(is_o & np.isin(code, sp_id))
+    cand = np.flatnonzero(is_o & _table(sp_id, size)[code])
     cand_id = code[cand]
     occ_pos: list[np.ndarray] = []
     occ_len: list[np.ndarray] = []
@@ -125,19 +134,20 @@ def _forms(code: np.ndarray, task: np.ndarray, is_o: np.ndarray, s0: np.ndarray,
         uniq, inv = np.unique(ids_done, return_inverse=True)
         span_form[sp[done]] = next_form + inv
         if cand.size and uniq.size and length <= max_len:
-            k = np.searchsorted(uniq, cand_id)
-            kc = np.minimum(k, uniq.size - 1)
-            hit = (k < uniq.size) & (uniq[kc] == cand_id)
+            rank = np.full(size, -1, dtype=np.int64)
+            rank[uniq] = np.arange(uniq.size, dtype=np.int64)
+            k = rank[cand_id]
+            hit = k >= 0
             occ_pos.append(cand[hit])
             occ_len.append(np.full(int(hit.sum()), length, dtype=np.int64))
-            occ_form.append(next_form + kc[hit])
+            occ_form.append(next_form + k[hit])
         next_form += int(uniq.size)
         # extend the survivors by one token
         sp, sp_id = sp[~done], sp_id[~done]
         if not sp.size:
             break
         if length < max_len and cand.size:
-            keep = np.isin(cand_id, sp_id)
+            keep = _table(sp_id, size)[cand_id]
             cand, cand_id = cand[keep], cand_id[keep]
             nxt = cand + length
             ok = nxt < n_tok
@@ -148,6 +158,7 @@ def _forms(code: np.ndarray, task: np.ndarray, is_o: np.ndarray, s0: np.ndarray,
         both = _pair_ids(np.concatenate([sp_id, cand_id]),
                          np.concatenate([code[s0[sp] + length], code[nxt]]), width)
         sp_id, cand_id = both[: sp.size], both[sp.size:]
+        size = int(both.max()) + 1
         length += 1
     if occ_pos:
         return span_form, (np.concatenate(occ_pos), np.concatenate(occ_len),
