@@ -14,10 +14,12 @@ the best of ``--repeat`` runs inside its process.
   more work) + ``analyze`` + ``write_json``.  Not like for like, so two more:
 * ``analysis_no_probs`` (like for like): the same tasks without probabilities (metrics, error
   types, alerts from the stored predictions; no DEP);
-* ``dep`` (like for like): the default DEP scorer of both trees on CoNLL-03 train with 10 %
-  injected noise (``bench/noise.py``) and peaked probabilities drawn from the clean gold (the
-  detection bench's setting without a training), replicated to ``--dep-copies``; timed: loading
-  the CoNLL file and ``compute_dep``; reported: ``max |task DEP(old) - task DEP(new)|``.
+* ``dep`` (like for like): DEP of both trees on CoNLL-03 train with 10 % injected noise
+  (``bench/noise.py``) and peaked probabilities drawn from the clean gold (the detection bench's
+  setting without a training): the default scorer replicated to ``--dep-copies``, and on one
+  copy the default scorer with (random, seeded) span embeddings (the neighbour signal) and the
+  ``signals`` scorer without and with them; timed: loading the CoNLL file and ``compute_dep``;
+  reported: ``max |task DEP(old) - task DEP(new)|``.
 
 ``--allocator cli`` runs both trees with the glibc malloc settings of the CLI's batch commands
 (large blocks from the heap, never trimmed: far fewer page faults on a VM).
@@ -151,7 +153,11 @@ for _ in range(R):
     ds = load(DATA)
     per = [probs[a:b] for a, b in zip(offs[:-1], offs[1:])]
     t1 = time.perf_counter()
-    dep = compute_dep(ds, per, tags=tag_names(ds.labels))
+    kw = dict(scorer=SCORER)
+    if EMB:
+        kw["span_embeddings"] = np.random.default_rng(0).normal(
+            size=(len(ds.gold_table()), 32)).astype(np.float32)
+    dep = compute_dep(ds, per, tags=tag_names(ds.labels), **kw)
     t2 = time.perf_counter()
     if best is None or t2 - t0 < best[0] + best[1]:
         best = (t1 - t0, t2 - t1)
@@ -173,7 +179,11 @@ for _ in range(R):
     ds = load(DATA)
     out = ModelOutput(probs, offs, np.ones(offs.shape[0] - 1, bool), TagSet.for_labels(ds.labels))
     t1 = time.perf_counter()
-    dep = compute_dep(ds, out)
+    kw = dict(scorer=SCORER)
+    if EMB:
+        kw["span_embeddings"] = np.random.default_rng(0).normal(
+            size=(len(ds.gold_table()), 32)).astype(np.float32)
+    dep = compute_dep(ds, out, **kw)
     t2 = time.perf_counter()
     if best is None or t2 - t0 < best[0] + best[1]:
         best = (t1 - t0, t2 - t1)
@@ -268,19 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     result["dep"] = []
     work = Path(tempfile.gettempdir()) / "nerq-bench-vs-old"
     work.mkdir(exist_ok=True)
-    for copies in ([] if "dep" in a.skip or not TRAIN.exists() else a.dep_copies):
+    variants = [(c, "model", False) for c in a.dep_copies] + [(1, "model", True),
+                                                               (1, "signals", False),
+                                                               (1, "signals", True)]
+    for copies, scorer, emb in ([] if "dep" in a.skip or not TRAIN.exists() else variants):
         data, probs = make_dep_inputs(work, copies)
         deps = {}
         for tree, name in ((old, "old"), (REPO, "new")):
-            dst = work / f"task_dep_{name}_x{copies}.npy"
+            dst = work / f"task_dep_{name}.npy"
             deps[name] = (run_code(tree, _DEP[name], a.timeout, DATA=str(data), PROBS=str(probs),
-                                   OUT=str(dst), R=a.repeat), dst)
+                                   OUT=str(dst), R=a.repeat, SCORER=scorer, EMB=emb), dst)
         (o, od), (w, wd) = deps["old"], deps["new"]
         if o is None or w is None:
             continue
         do, dw = np.load(od), np.load(wd)
         both = ~np.isnan(do) & ~np.isnan(dw)
-        row = {"tasks": int(do.shape[0]), "old": o, "new": w,
+        row = {"tasks": int(do.shape[0]), "scorer": scorer, "span_embeddings": emb,
+               "old": o, "new": w,
                "same_nan": bool(np.array_equal(np.isnan(do), np.isnan(dw))),
                "max_abs_diff_task_dep": float(np.max(np.abs(do[both] - dw[both]))),
                "ratio_dep_old_over_new": round(o["dep_s"] / w["dep_s"], 2),
