@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -107,27 +106,38 @@ def make_probs(conll: Path, dst: Path, *, seed: int = 0, flip: float = 0.03,
 
 def run_cli(python: str, tree: Path, args: list[str], n_tasks: int, *, timeout: float
             ) -> dict[str, Any]:
-    """One ``analyze`` process: wall time, peak RSS, and a check of its JSON output."""
+    """One ``analyze`` process: wall time, its own peak RSS (``wait4``), a check of its JSON."""
+    import tempfile
+
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "NERQ_CACHE_DIR": "/tmp/nerq-bench-cache"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run([python, "-m", "ls_backend.cli", "analyze", *args, "--json"],
-                           cwd=tree, env=env, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"seconds": None, "timeout_s": timeout, "ok": False}
-    wall = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    ok = p.returncode == 0
-    n_out = None
-    if ok:
-        obj = json.loads(p.stdout)
-        n_out = len(obj["tasks"])
-        ok = n_out == n_tasks and {"metrics", "alerts", "tasks"} == set(obj)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen([python, "-m", "ls_backend.cli", "analyze", *args, "--json"],
+                             cwd=tree, env=env, stdout=out, stderr=err)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                p.kill()
+                os.wait4(p.pid, 0)
+                return {"seconds": None, "timeout_s": timeout, "ok": False}
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        ok = p.returncode == 0
+        n_out = None
+        if ok:
+            out.seek(0)
+            obj = json.load(out)
+            n_out = len(obj["tasks"])
+            ok = n_out == n_tasks and {"metrics", "alerts", "tasks"} == set(obj)
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-300:] if not ok else None
     return {"seconds": round(wall, 2), "ok": ok, "tasks_out": n_out,
-            "peak_rss_mb": round(max(rss, before) / 1024, 1) if rss > before else None,
-            "stderr_tail": p.stderr.decode(errors="replace")[-300:] if not ok else None}
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stderr_tail": tail}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port} is not a valid TCP port")
     if args.threads < 1:
         raise ValueError(f"--threads {args.threads} must be at least 1")
+    env = dict(os.environ)  # the flags override the environment here, never in os.environ
     if args.model_dir:
-        os.environ["MODEL_DIR"] = args.model_dir
+        env["MODEL_DIR"] = args.model_dir
     if args.label_studio_url:
-        os.environ["LABEL_STUDIO_URL"] = args.label_studio_url
-    settings = Settings.from_env()  # fail fast on bad settings, before binding
+        env["LABEL_STUDIO_URL"] = args.label_studio_url
+    settings = Settings.from_env(env)  # fail fast on bad settings, before binding
     logging.getLogger().setLevel(settings.log_level)
 
     class _App(BaseApplication):
