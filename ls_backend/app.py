@@ -52,7 +52,10 @@ class ApiError(Exception):
 def _json_body() -> dict[str, Any]:
     if not request.get_data(cache=True):
         raise ApiError(400, f"{request.path}: empty request body; expected a JSON object")
-    body = request.get_json(silent=True, force=True)
+    try:
+        body = request.get_json(silent=True, force=True)
+    except RecursionError:
+        raise ApiError(400, f"{request.path}: request JSON is nested too deeply") from None
     if body is None:
         raise ApiError(400, f"{request.path}: request body is not valid JSON")
     if not isinstance(body, dict):
@@ -60,7 +63,17 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
-def _guards(app: Flask, settings: Settings) -> None:
+def _request_chars(tasks: list[Any]) -> int:
+    """Characters of text in a /predict request (every string value of each task's data)."""
+    n = 0
+    for t in tasks:
+        data = t.get("data") if isinstance(t, dict) else None
+        if isinstance(data, dict):
+            n += sum(len(v) for v in data.values() if isinstance(v, str))
+    return n
+
+
+def _guards(app: Flask, settings: Settings, backend: Backend) -> None:
     """Basic auth on every route, and the mapping of errors to JSON answers."""
 
     @app.before_request
@@ -69,11 +82,14 @@ def _guards(app: Flask, settings: Settings) -> None:
         if not settings.auth_enabled:
             return None
         auth = request.authorization
+        # bytes, not str: compare_digest refuses non-ASCII str (a 'pässwort' locked everyone out)
         ok = (
             auth is not None
             and auth.type == "basic"
-            and hmac.compare_digest(auth.username or "", settings.basic_auth_user or "")
-            and hmac.compare_digest(auth.password or "", settings.basic_auth_pass or "")
+            and hmac.compare_digest((auth.username or "").encode("utf-8", "surrogatepass"),
+                                    (settings.basic_auth_user or "").encode("utf-8"))
+            and hmac.compare_digest((auth.password or "").encode("utf-8", "surrogatepass"),
+                                    (settings.basic_auth_pass or "").encode("utf-8"))
         )
         if ok:
             return None
@@ -113,8 +129,10 @@ def _guards(app: Flask, settings: Settings) -> None:
     def _log(resp: Response) -> Response:
         t0 = request.environ.get("nerq.t0")
         if t0 is not None:
-            logger.debug("%s %s %d %.1f ms", request.method, request.path, resp.status_code,
-                         1000 * (time.perf_counter() - t0))
+            ms = 1000 * (time.perf_counter() - t0)
+            logger.debug("%s %s %d %.1f ms", request.method, request.path, resp.status_code, ms)
+            if request.path == "/webhook":
+                backend.record_webhook_ms(ms)
         return resp
 
 
@@ -150,6 +168,11 @@ def _protocol_routes(app: Flask, backend: Backend, settings: Settings) -> None:
         if len(tasks) > settings.max_tasks_per_request:
             raise ApiError(413, f"predict: {len(tasks)} tasks, more than MAX_TASKS_PER_REQUEST="
                                 f"{settings.max_tasks_per_request}")
+        n_chars = _request_chars(tasks)
+        if n_chars > settings.max_request_chars:
+            raise ApiError(413, f"predict: {len(tasks)} task(s) with {n_chars} characters of "
+                                f"text, more than MAX_REQUEST_CHARS={settings.max_request_chars}; "
+                                f"send fewer tasks per request")
         project = body.get("project")
         if project is None:
             ids = {t.get("project") for t in tasks if isinstance(t, dict)} - {None}
@@ -223,9 +246,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     backend = backend or Backend(settings)
     app = Flask("ner_quality_backend")
     app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # larger bodies: 413 at once
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["nerq_backend"] = backend
-    _guards(app, settings)
+    _guards(app, settings, backend)
     _protocol_routes(app, backend, settings)
     _ops_routes(app, backend)
+    backend.resume()
     return app

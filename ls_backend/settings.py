@@ -47,7 +47,19 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
     "TRAIN_LR": ("3e-4", "Peak learning rate (AdamW, linear schedule; 3e-4 suits the small MiniLM backbone, use ~5e-5 for BERT-base-size models)."),
     "TRAIN_MIN_ANNOTATED": ("1", "Refuse to train a project with fewer annotated tasks."),
-    "QUEUE_SIZE": ("10000", "Maximum pending scoring jobs; further webhooks answer 503."),
+    "QUEUE_SIZE": ("10000", "Maximum pending live/re-score jobs in the persistent job queue "
+                   "(MODEL_DIR/queue.sqlite3); further webhooks answer 503."),
+    "WRITE_QUEUE_SIZE": ("200000", "Maximum pending score writes (after a training, side "
+                         "products of /predict); beyond it they are refused and reported in "
+                         "/status."),
+    "QUEUE_MAX_ATTEMPTS": ("8", "Tries of a failing job (exponential backoff 2, 4, ... s, at "
+                           "most 300 s) before it is kept as failed in /status."),
+    "MAX_REQUEST_CHARS": ("1000000", "Total text characters of one /predict request; larger "
+                          "requests answer 413 at once with the numbers."),
+    "MAX_BODY_BYTES": ("67108864", "Largest request body (bytes); larger bodies answer 413."),
+    "KEEP_MODEL_VERSIONS": ("3", "Trained model versions kept per project (the serving one "
+                            "always); older ones and directories left by crashed trainings are "
+                            "removed."),
     "SIMILAR_K": ("5", "Similar spans (with a different gold label) stored per annotated span."),
     "MAX_TEXT_CHARS": ("100000", "Tasks with longer text are refused with a per-task error."),
     "MAX_TASKS_PER_REQUEST": ("5000", "Larger /predict batches answer 413."),
@@ -115,6 +127,11 @@ class Settings:
     train_lr: float = 3e-4
     train_min_annotated: int = 1
     queue_size: int = 10000
+    write_queue_size: int = 200_000
+    queue_max_attempts: int = 8
+    max_request_chars: int = 1_000_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    keep_model_versions: int = 3
     similar_k: int = 5
     max_text_chars: int = 100_000
     max_tasks_per_request: int = 5000
@@ -159,6 +176,11 @@ class Settings:
             train_lr=_float(env, "TRAIN_LR", 3e-4),
             train_min_annotated=_int(env, "TRAIN_MIN_ANNOTATED", 1, minimum=1),
             queue_size=_int(env, "QUEUE_SIZE", 10000, minimum=1),
+            write_queue_size=_int(env, "WRITE_QUEUE_SIZE", 200_000, minimum=1),
+            queue_max_attempts=_int(env, "QUEUE_MAX_ATTEMPTS", 8, minimum=1),
+            max_request_chars=_int(env, "MAX_REQUEST_CHARS", 1_000_000, minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024),
+            keep_model_versions=_int(env, "KEEP_MODEL_VERSIONS", 3, minimum=1),
             similar_k=_int(env, "SIMILAR_K", 5),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 100_000, minimum=1),
             max_tasks_per_request=_int(env, "MAX_TASKS_PER_REQUEST", 5000, minimum=1),

@@ -305,7 +305,7 @@ def test_unknown_route_and_method_are_json(client: Any) -> None:
 
 
 def test_queue_deduplicates_per_task_and_is_bounded() -> None:
-    q = ScoreQueue(2)
+    q = ScoreQueue(None, 2)
     assert q.put(ScoreJob("1", 10, task={"v": 1}))
     assert not q.put(ScoreJob("1", 10, task={"v": 2}))  # same task: replaced, not added
     assert q.put(ScoreJob("2", 10, task={"v": 3}))      # other project, same task id
@@ -315,7 +315,7 @@ def test_queue_deduplicates_per_task_and_is_bounded() -> None:
     assert [(j.project, j.task_id, j.task) for j in jobs] == [("1", 10, {"v": 2}),
                                                            ("2", 10, {"v": 3})]
     assert not q.idle()
-    q.done(len(jobs))
+    q.done(jobs)
     assert q.idle() and q.deduplicated == 1
 
 

@@ -250,3 +250,84 @@ def test_restart_keeps_state_and_no_duplicate_predictions(world: Any) -> None:
     api.retrieve_predictions(pid, ids)
     holds_for(lambda: all(len(v) == len(before[i]) for i, v in _predictions(api, pid).items()
                           if i in ids), 6.0, "no duplicate predictions after the restart")
+
+
+def _status(world: Any) -> dict[str, Any]:
+    return backend_json(world.url + f"/status?project={world.pid}")
+
+
+def test_rescore_after_training_writes_without_label_studio_calling_back(world: Any) -> None:
+    """A training re-scores every annotated task; the writes read tasks through the task list,
+    so Label Studio never sends the backend a /predict for them (the old per-task GET did)."""
+    api, pid = world.api, world.pid
+    from label_studio_sdk import LabelStudio
+
+    before = _status(world)
+    predicted0, written0 = before["stats"]["predicted_tasks"], before["stats"]["written"]
+    n_annotated = sum(1 for t in api.tasks_by_id(pid, world.task_ids).values()
+                      if t.get("annotations"))
+    LabelStudio(base_url=world.ls.url, api_key=world.ls.token).ml.train(id=world.ml_id)
+    st = wait_for(lambda: (s := _status(world))["projects"][str(pid)]["train"]["status"] == "done"
+                  and s["projects"][str(pid)]["model_version"] != world.version and s, 400,
+                  "the second training", interval=2)
+    world.version = st["projects"][str(pid)]["model_version"]
+    done = wait_for(lambda: (s := _status(world))["queue"]["pending"] == 0
+                    and s["stats"]["written"] >= written0 + n_annotated and s, 120,
+                    "the re-score write-back", interval=1)
+    assert done["stats"]["predicted_tasks"] == predicted0  # no /predict caused by the writes
+    assert done["queue"]["failed"] == 0
+    tasks = api.tasks_by_id(pid, world.task_ids)
+    scored = [t for t in tasks.values() if t.get("annotations")]
+    assert scored and all(t["data"]["nerq_model_version"] == world.version for t in scored)
+    # categories come from the project's thresholds (one fit over every annotated task)
+    cats = {t["meta"]["ner_quality"]["category"] for t in scored}
+    assert cats <= {"easy", "hard", "mislabeled"} and None not in cats
+    th = st["projects"][str(pid)]["thresholds"]
+    assert 0.0 <= th["easy"] <= th["mislabeled"] <= 1.0
+
+
+def test_label_studio_unreachable_then_back_nothing_lost(world: Any) -> None:
+    """Writes fail while the backend cannot reach Label Studio (retried with backoff, the queue
+    pauses instead of hammering); the jobs survive a kill -9 of the backend and land once
+    Label Studio is reachable again."""
+    import os
+    import signal
+
+    api, pid = world.api, world.pid
+    good_url = world.backend.env["LABEL_STUDIO_URL"]
+    world.backend.stop()
+    world.backend.env["LABEL_STUDIO_URL"] = f"http://127.0.0.1:{free_port()}"  # nobody there
+    world.backend.start(timeout=90)
+    ids = world.task_ids[len(SENTS):len(SENTS) + len(UNLABELLED)]
+    for tid, text in zip(ids, UNLABELLED):
+        first = text.split()[0]
+        api.create_annotation(tid, [region(text, first, "PER", 0)])  # LS -> /webhook
+    st = wait_for(lambda: (s := _status(world))["queue"]["retrying"] >= 1 and s, 60,
+                  "failed writes waiting for a retry", interval=0.5)
+    assert st["queue"]["pending"] >= 1 and st["stats"]["written"] == 0
+    time.sleep(3.0)
+    st = _status(world)
+    # backoff, not a storm: a handful of attempts in these seconds, nothing given up
+    assert st["queue"]["failed"] == 0 and st["stats"]["retried"] <= 4 * len(ids)
+    assert any(e["where"].startswith(f"project {pid}") for e in st["recent_errors"])
+    # kill -9 with the jobs still queued, restart with Label Studio reachable again
+    proc = world.backend.proc
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    world.backend.proc = None
+    world.backend.env["LABEL_STUDIO_URL"] = good_url
+    world.backend.start(timeout=90)
+
+    def landed() -> bool:
+        tasks = api.tasks_by_id(pid, ids)
+        return all(tasks[t]["data"].get("nerq_model_version") == world.version
+                   and tasks[t]["meta"].get("ner_quality", {}).get("annotation_id") is not None
+                   for t in ids)
+
+    wait_for(landed, 90, "the queued scores after the restart", interval=1)
+    st = _status(world)
+    assert st["queue"]["pending"] == 0 and st["queue"]["failed"] == 0
+    tasks = api.tasks_by_id(pid, ids)
+    for tid, text in zip(ids, UNLABELLED):
+        assert tasks[tid]["data"]["text"] == text  # original data kept
+        assert len(tasks[tid]["annotations"]) == 1  # human annotation untouched

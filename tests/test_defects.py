@@ -93,7 +93,8 @@ def test_live_scoring_passes_the_models_scheme() -> None:
     preds = [types.SimpleNamespace(probs=p, entropy=0.05, score=0.98, extra_embeddings=None)
              for p in out.per_task()]
     model = types.SimpleNamespace(tags=out.tagset.tags, scheme="iob1")
-    written = score_tasks(prepared, preds, model=model, version="v1", index=None, similar_k=0)
+    written = score_tasks(prepared, preds, model=model, version="v1", index=None,
+                          similar_k=0).overlays
     deps = [w["data"][lsf.DEP] for w in written.values()]
     assert len(deps) == len(tasks) and max(deps) < 0.3
     metas = [w["meta"][lsf.META_KEY] for w in written.values()]
@@ -119,7 +120,8 @@ def test_push_and_live_scoring_write_the_same_meta_keys() -> None:
     preds = [types.SimpleNamespace(probs=p, entropy=0.05, score=0.98, extra_embeddings=None)
              for p in out.per_task()]
     model = types.SimpleNamespace(tags=out.tagset.tags, scheme="iob2")
-    live = score_tasks(prepared, preds, model=model, version="v1", index=None, similar_k=0)
+    live = score_tasks(prepared, preds, model=model, version="v1", index=None,
+                       similar_k=0).overlays
     res = analyze_dataset(prepared.dataset, probs=out)
     plan = plan_push(res, model_version="v1", dataset=prepared.dataset)
     pushed = [u.meta for u in plan.updates]

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.labelstudio import fields as lsfields
@@ -234,14 +235,77 @@ class TasksMixin(Client):
         the task as the server has it after the merge
         """
         tid = _check_id(tid, "task")
+        data, meta = _checked_fields(tid, data, meta)
+        return self._merge_into(self.get_task(tid), data, meta)
+
+    def tasks_by_id(self, pid: int, ids: Sequence[int], *, page_size: int = 100,
+                    fields: str = "all") -> dict[int, dict[str, Any]]:
+        """Full tasks of project ``pid`` by id, read through the task list in pages.
+
+        Unlike ``GET /api/tasks/<id>`` the list does not make Label Studio 1.23 call the ML
+        backend for tasks without a prediction (unless the deprecated project setting
+        ``evaluate_predictions_automatically`` is on; then once per page).  Ids that are not in
+        the project are missing from the answer.
+        """
+        pid = _check_id(pid, "project")
+        want = sorted({_check_id(t, "task") for t in ids})
+        out: dict[int, dict[str, Any]] = {}
+        for a in range(0, len(want), page_size):
+            chunk = want[a:a + page_size]
+            flt = [{"filter": "filter:tasks:id", "operator": "in_list", "type": "Number",
+                    "value": chunk}]
+            for page in self.iter_tasks(pid, page_size=len(chunk), filters=flt, fields=fields):
+                out.update({int(t["id"]): t for t in page})
+        return out
+
+    def merge_many_task_fields(
+        self,
+        pid: int,
+        updates: Mapping[int, tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]],
+        *,
+        page_size: int = 100,
+    ) -> Merged:
+        """:meth:`merge_task_fields` for many tasks of one project, read in pages.
+
+        The current tasks are read through the task *list* (``filter:tasks:id in_list``,
+        ``fields=task_only``), ``page_size`` at a time — never through ``GET /api/tasks/<id>``,
+        which makes Label Studio 1.23 call the ML backend for a task without a prediction — and
+        each is then written with one PATCH (only when something changes).
+
+        Returns
+        -------
+        :class:`Merged`: tasks written, task ids already up to date (nothing sent), and the
+        :class:`LabelStudioError` of each task that failed (deleted task, bad server answer).
+        A connection failure raises for the whole batch.
+        """
+        pid = _check_id(pid, "project")
+        checked = {_check_id(tid, "task"): _checked_fields(tid, d, m)
+                   for tid, (d, m) in updates.items()}
+        ids = sorted(checked)
+        current = self.tasks_by_id(pid, ids, page_size=page_size, fields="task_only")
+        out = Merged()
+        for tid in ids:
+            if tid not in current:
+                out.failed[tid] = LabelStudioError(
+                    "merge_many_task_fields", f"task {tid}", 404,
+                    f"task {tid} is not in project {pid} (deleted?)")
+                continue
+            try:
+                task = self._merge_into(current[tid], *checked[tid])
+            except LabelStudioError as exc:
+                out.failed[tid] = exc
+                continue
+            if task is current[tid]:
+                out.unchanged.add(tid)
+            else:
+                out.written[tid] = task
+        return out
+
+    def _merge_into(self, current: dict[str, Any], data: dict[str, Any] | None,
+                    meta: dict[str, Any] | None) -> dict[str, Any]:
+        """Merge ``data`` / ``meta`` into the task ``current`` as read from the server."""
+        tid = int(current["id"])
         where = f"task {tid}"
-        if data is not None:
-            lsfields.check_data_keys(data, where=where)
-            data = _plain(dict(data), where=f"{where} data")
-        if meta is not None:
-            lsfields.check_meta_keys(meta, where=where)
-            meta = _plain(dict(meta), where=f"{where} meta")
-        current = self.get_task(tid)
         old_data = current.get("data")
         old_meta = current.get("meta")
         if old_meta is None:
@@ -261,7 +325,7 @@ class TasksMixin(Client):
             payload["meta"] = new_meta
         if not payload:
             logger.debug("%s: fields already up to date, nothing written", where)
-            return current
+            return current  # the same object: "unchanged"
         out = self._raw("PATCH", f"api/tasks/{tid}/", call="merge_task_fields", ident=where,
                         body=payload)
         if not isinstance(out, dict) or "data" not in out or "meta" not in out:
@@ -279,3 +343,26 @@ class TasksMixin(Client):
                 f"meta keys {sorted(bad_meta)}",
             )
         return dict(out)
+
+
+@dataclass
+class Merged:
+    """Outcome of :meth:`TasksMixin.merge_many_task_fields` (task id keyed)."""
+
+    written: dict[int, dict[str, Any]] = field(default_factory=dict)
+    unchanged: set[int] = field(default_factory=set)
+    failed: dict[int, LabelStudioError] = field(default_factory=dict)
+
+
+def _checked_fields(tid: int, data: Mapping[str, Any] | None, meta: Mapping[str, Any] | None
+                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The fields ner-quality may write, as plain JSON (names checked)."""
+    where = f"task {tid}"
+    out_data = out_meta = None
+    if data is not None:
+        lsfields.check_data_keys(data, where=where)
+        out_data = _plain(dict(data), where=f"{where} data")
+    if meta is not None:
+        lsfields.check_meta_keys(meta, where=where)
+        out_meta = _plain(dict(meta), where=f"{where} meta")
+    return out_data, out_meta

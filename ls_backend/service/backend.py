@@ -3,11 +3,14 @@
 ``app.py`` is a thin layer of routes over :class:`Backend`.  Everything slow happens off the
 request thread:
 
-* **Scoring queue** (:mod:`.queue`) — a bounded, de-duplicating queue keyed by
-  ``(project, task id)``: a task queued twice before the worker reaches it is scored once, with
-  the latest payload.  One worker thread drains up to ``BATCH_SIZE`` jobs at a time, runs ONE
-  batched model pass per project and writes the scores through :mod:`analysis.labelstudio`
-  (read-merge-write; re-scoring replaces).
+* **Job queue** (:mod:`.queue`) — persistent (SQLite under ``MODEL_DIR``), prioritised (live
+  annotations first, then re-scores, then bulk score writes), one pending job per
+  ``(project, task id)`` (the newest wins).  One worker thread takes up to ``BATCH_SIZE`` due
+  jobs, runs ONE batched model pass per project and writes the scores through
+  :mod:`analysis.labelstudio` in one batched read + one PATCH per changed task.  A failed write
+  is retried with backoff and, after ``QUEUE_MAX_ATTEMPTS``, kept as failed in ``/status``;
+  while Label Studio is unreachable the worker pauses (backoff up to a minute) instead of
+  hammering it.
 * **Training** (:mod:`.training`) — at most one per project, one at a time per process.
 * **Model cache** (:mod:`.models`) — one loaded model (and span index) per
   ``(project, version)``, loaded lazily behind a per-key lock.
@@ -24,7 +27,7 @@ import logging
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +52,24 @@ class Backend:
         self.settings = settings
         self.store = StateStore(settings.model_dir)
         self.models = ModelCache(settings)
-        self.queue = ScoreQueue(settings.queue_size)
+        self.queue = ScoreQueue(Path(settings.model_dir) / "queue.sqlite3", settings.queue_size,
+                                write_maxsize=settings.write_queue_size,
+                                max_attempts=settings.queue_max_attempts)
+        self._ls_down_until = 0.0
+        self._ls_backoff = 0.0
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._stop = threading.Event()
         self._meta_lock = threading.Lock()
         self.trainer = Trainer(self)
+        self.trainer.remove_leftovers()
         self.janitor = Janitor(self)
         self._api: Any = None
-        self.stats = {"scored": 0, "written": 0, "failed": 0, "predicted_tasks": 0}
+        self.stats = {"scored": 0, "written": 0, "unchanged": 0, "failed": 0, "retried": 0,
+                      "predicted_tasks": 0}
         self.recent_errors: list[dict[str, Any]] = []
         self.recent_scores: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._webhook_ms: deque[float] = deque(maxlen=2000)
 
     # -- Label Studio --------------------------------------------------------------------
 
@@ -79,6 +89,18 @@ class Backend:
                 self._api = LabelStudioAPI(url, key)
             return self._api
 
+    def record_webhook_ms(self, ms: float) -> None:
+        with self._meta_lock:
+            self._webhook_ms.append(ms)
+
+    def _webhook_latency(self) -> dict[str, Any]:
+        with self._meta_lock:
+            v = sorted(self._webhook_ms)
+        if not v:
+            return {"n": 0}
+        q = lambda f: round(v[min(len(v) - 1, int(f * len(v)))], 2)  # noqa: E731
+        return {"n": len(v), "p50": q(0.5), "p99": q(0.99), "max": round(v[-1], 2)}
+
     def record_error(self, where: str, exc: BaseException | str) -> None:
         msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         with self._meta_lock:
@@ -93,19 +115,9 @@ class Backend:
         Raises ``ValueError`` for a config without ``<Labels>`` (or unparsable XML) and when
         the project is unknown and no config is given.
         """
-        from analysis.formats.label_config import parse_label_config
-
         pid = project_id(pid)
         st = self.store.get(pid)
-        xml = label_config or (st.label_config if st else None)
-        if not xml:
-            raise BadRequest(
-                f"project {pid}: no label config known; call /setup first or send label_config"
-            )
-        try:
-            config = parse_label_config(xml)
-        except ValueError as exc:
-            raise BadRequest(f"project {pid}: bad label config: {exc}") from None
+        xml, config = self._parse_config(pid, label_config, st)
         if st is not None and st.label_config == xml and st.model_version:
             return st, config
 
@@ -121,6 +133,35 @@ class Backend:
                     pid, list(config.labels), st.model_version)
         return st, config
 
+    @staticmethod
+    def _parse_config(pid: str, label_config: str | None, st: ProjectState | None
+                      ) -> tuple[str, Any]:
+        """The label config of a request (or the stored one), parsed; nothing is stored."""
+        from analysis.formats.label_config import parse_label_config
+
+        xml = label_config or (st.label_config if st else None)
+        if not xml:
+            raise BadRequest(
+                f"project {pid}: no label config known; call /setup first or send label_config"
+            )
+        try:
+            return xml, parse_label_config(xml)
+        except ValueError as exc:
+            raise BadRequest(f"project {pid}: bad label config: {exc}") from None
+
+    @staticmethod
+    def _check_labels(st: ProjectState | None, config: Any) -> None:
+        """Refuse (409) a config that lacks labels the project's trained model predicts."""
+        if st is None or not st.trained:
+            return
+        missing = [lab for lab in st.model_labels if lab not in config.labels]
+        if missing:
+            raise LabelMismatch(
+                f"project {st.project}: model {st.model_version} predicts labels {missing} "
+                f"that the label config {list(config.labels)} does not have; add them to the "
+                f"config or retrain (START_TRAINING)"
+            )
+
     def model_for(self, st: ProjectState, config: Any) -> Any | None:
         """The model serving ``st`` or ``None`` when the project has no trained model.
 
@@ -128,13 +169,7 @@ class Backend:
         no longer has.
         """
         if st.trained:
-            missing = [lab for lab in st.model_labels if lab not in config.labels]
-            if missing:
-                raise LabelMismatch(
-                    f"project {st.project}: model {st.model_version} predicts labels {missing} "
-                    f"that the label config {list(config.labels)} does not have; add them to the "
-                    f"config or retrain (START_TRAINING)"
-                )
+            self._check_labels(st, config)
             extra = [lab for lab in config.labels if lab not in st.model_labels]
             if extra:
                 logger.warning("project %s: labels %s are unknown to model %s (trained on %s); "
@@ -154,12 +189,16 @@ class Backend:
         """Answer ``/predict``: one result dict per task, in order (see :mod:`.scoring`)."""
         from . import scoring
 
-        st, config = self.ensure_project(pid, label_config)
+        # everything that can refuse the request runs before any state is stored
+        pid = project_id(pid)
+        _, config = self._parse_config(pid, label_config, self.store.get(pid))
+        self._check_labels(self.store.get(pid), config)
         prepared = scoring.prepare_tasks(
             tasks, config, max_text_chars=self.settings.max_text_chars
         )
         if not prepared.dataset.tasks:
             raise TaskError("; ".join(prepared.errors.values()))
+        st, config = self.ensure_project(pid, label_config)
         model = self.model_for(st, config)
         version = st.model_version
         if model is None:
@@ -182,8 +221,8 @@ class Backend:
             index = self.models.get_index((st.project, version), st.model_path)
             overlays = scoring.score_tasks(
                 prepared, preds, model=model, version=version, index=index,
-                similar_k=self.settings.similar_k,
-            )
+                similar_k=self.settings.similar_k, thresholds=st.thresholds,
+            ).overlays
             for task_id, overlay in overlays.items():
                 self.remember(st.project, task_id, overlay)
                 self.enqueue_quiet(ScoreJob(st.project, task_id, fields=overlay))
@@ -223,7 +262,7 @@ class Backend:
             st = self.store.update(pid, _bump_annotations)
             train = None
             n = self.settings.train_every_n_annotations
-            if n and st.annotations_since_train >= n:
+            if n and st.annotations_since_train >= n and self.trainer.may_start_automatically(st):
                 train = self.start_training(
                     pid, reason=f"{st.annotations_since_train} annotations since last training"
                 )
@@ -278,8 +317,20 @@ class Backend:
                 )
                 self._worker.start()
 
+    def resume(self) -> int:
+        """Start the worker when the queue holds jobs from an earlier run; return how many."""
+        n = self.queue.pending()
+        if n:
+            logger.info("resuming %d queued job(s) from %s", n, self.queue.path)
+            self._ensure_worker()
+        return n
+
     def _work(self) -> None:
         while not self._stop.is_set():
+            pause = self._ls_down_until - time.time()
+            if pause > 0:
+                self._stop.wait(min(pause, 1.0))
+                continue
             jobs = self.queue.take(self.settings.batch_size, timeout=0.5)
             if not jobs:
                 continue
@@ -290,16 +341,19 @@ class Backend:
                 try:
                     self._process(pid, pj)
                 except Exception as exc:  # the worker must survive anything
-                    logger.error("project %s: scoring batch of %d failed: %s\n%s", pid, len(pj),
+                    logger.error("project %s: batch of %d job(s) failed: %s\n%s", pid, len(pj),
                                  exc, traceback.format_exc())
                     self.record_error(f"project {pid} scoring", exc)
-                    with self._meta_lock:
-                        self.stats["failed"] += len(pj)
-                finally:
-                    self.queue.done(len(pj))
+                    self._failed(pj, f"{type(exc).__name__}: {exc}")
+
+    def _failed(self, jobs: list[ScoreJob], error: str, *, retry: bool = True) -> None:
+        given_up = self.queue.fail(jobs, error, retry=retry)
+        with self._meta_lock:
+            self.stats["failed"] += given_up
+            self.stats["retried"] += len(jobs) - given_up
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until the queue is empty and the worker idle (tests, shutdown)."""
+        """Wait until no job is due and the worker is idle (tests, shutdown)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.queue.idle():
@@ -308,51 +362,62 @@ class Backend:
         return False
 
     def _process(self, pid: str, jobs: list[ScoreJob]) -> None:
+        """Score the jobs that need it, then write every ready overlay in one batch."""
         from . import scoring
 
         ready = [j for j in jobs if j.fields is not None]
         todo = [j for j in jobs if j.fields is None]
         if todo:
-            ready.extend(self._score_jobs(pid, todo, scoring))
-        for j in ready:
-            self._write(j)
+            scored, finished = self._score_jobs(pid, todo, scoring)
+            ready.extend(scored)
+            if finished:
+                self.queue.done(finished)
+        if ready:
+            self._write_batch(pid, ready)
 
-    def _score_jobs(self, pid: str, jobs: list[ScoreJob], scoring: Any) -> list[ScoreJob]:
+    def _score_jobs(self, pid: str, jobs: list[ScoreJob], scoring: Any
+                    ) -> tuple[list[ScoreJob], list[ScoreJob]]:
+        """Score ``jobs`` in one model pass: (jobs with their overlay to write, jobs finished
+        without a write).  A task that cannot be scored fails alone, named; the others go on."""
         from . import index as span_index
 
         st = self.store.get(pid)
         if st is None or not st.label_config:
             logger.warning("project %s: %d scoring job(s) dropped: unknown project", pid, len(jobs))
-            return []
+            self.record_error(f"project {pid}", f"{len(jobs)} scoring job(s) for an unknown "
+                                                f"project dropped")
+            return [], jobs
         _, config = self.ensure_project(pid, None)
         model = self.model_for(st, config)
         if model is None:
             logger.info("project %s: %d scoring job(s) skipped: no trained model yet", pid, len(jobs))
-            return []
+            return [], jobs
+        fetch = [j for j in jobs if j.task is None]
+        fetched = self._fetch_tasks(pid, fetch) if fetch else {}
         tasks: list[dict[str, Any]] = []
+        owners: list[ScoreJob] = []
         for j in jobs:
-            task = j.task
+            task = j.task if j.task is not None else fetched.get(j.task_id)
             if task is None:
-                try:
-                    task = self.api.get_task(j.task_id)
-                except Exception as exc:
-                    logger.error("project %s task %s: cannot fetch task for scoring: %s", pid,
-                                 j.task_id, exc)
-                    self.record_error(f"project {pid} task {j.task_id}", exc)
-                    continue
+                continue  # _fetch_tasks recorded the failure
             task = dict(task)
             if j.annotation is not None:
                 task["annotations"] = [j.annotation]
             task.pop("predictions", None)
             tasks.append(task)
+            owners.append(j)
         if not tasks:
-            return []
+            return [], []
         prepared = scoring.prepare_tasks(tasks, config, max_text_chars=self.settings.max_text_chars)
+        bad = []
         for pos, err in prepared.errors.items():
             logger.error("project %s: cannot score: %s", pid, err)
             self.record_error(f"project {pid}", err)
+            bad.append(owners[pos])
+        if bad:
+            self._failed(bad, "; ".join(prepared.errors.values())[:500], retry=False)
         if not prepared.dataset.tasks:
-            return []
+            return [], []
         preds = scoring.run_model(model, prepared, batch_tokens=4096)
         key = (pid, st.model_version)
         index = self.models.get_index(key, st.model_path)
@@ -360,20 +425,40 @@ class Backend:
         self.models.set_index(key, index)
         overlays = scoring.score_tasks(
             prepared, preds, model=model, version=st.model_version, index=index,
-            similar_k=self.settings.similar_k,
-        )
+            similar_k=self.settings.similar_k, thresholds=st.thresholds,
+        ).overlays
         if st.model_path and index is not None:
             try:
                 span_index.save_index(index, Path(st.model_path) / "span_index")
             except OSError as exc:
                 logger.error("project %s: cannot persist span index: %s", pid, exc)
-        out = []
-        for tid, overlay in overlays.items():
-            self.remember(pid, tid, overlay)
-            out.append(ScoreJob(pid, tid, fields=overlay))
+        out, finished = [], []
+        for pos in prepared.positions:
+            j = owners[pos]
+            overlay = overlays.get(j.task_id)
+            if overlay is None:
+                finished.append(j)
+                continue
+            self.remember(pid, j.task_id, overlay)
+            j.fields = overlay
+            out.append(j)
         with self._meta_lock:
             self.stats["scored"] += len(overlays)
-        return out
+        return out, finished
+
+    def _fetch_tasks(self, pid: str, jobs: list[ScoreJob]) -> dict[int, dict[str, Any]]:
+        """Read the tasks of ``jobs`` through the task list (one request per page)."""
+        try:
+            got = self.api.tasks_by_id(int(pid) if pid.isdigit() else pid,
+                                       [j.task_id for j in jobs])
+        except Exception as exc:
+            self._ls_failure(f"project {pid}: cannot read {len(jobs)} task(s)", exc)
+            self._failed(jobs, f"{type(exc).__name__}: {exc}")
+            return {}
+        missing = [j for j in jobs if j.task_id not in got]
+        if missing:
+            self._failed(missing, "task not found in Label Studio (deleted?)", retry=False)
+        return got
 
     def remember(self, pid: str, tid: int, overlay: dict[str, Any]) -> None:
         with self._meta_lock:
@@ -382,22 +467,50 @@ class Backend:
             while len(self.recent_scores) > 1000:
                 self.recent_scores.popitem(last=False)
 
-    def _write(self, job: ScoreJob) -> None:
-        if not self.settings.label_studio_enabled or job.fields is None:
+    def _write_batch(self, pid: str, jobs: list[ScoreJob]) -> None:
+        """Write the overlays of ``jobs`` (one batched read, one PATCH per changed task)."""
+        if not self.settings.label_studio_enabled:
+            self.queue.done(jobs)
             return
+        updates = {j.task_id: ((j.fields or {}).get("data"), (j.fields or {}).get("meta"))
+                   for j in jobs}
         try:
-            self.api.merge_task_fields(
-                job.task_id, data=job.fields.get("data"), meta=job.fields.get("meta")
-            )
-        except Exception as exc:  # deleted task, LS down, ...: log, keep serving
-            logger.error("project %s task %s: writing scores failed: %s", job.project,
-                         job.task_id, exc)
-            self.record_error(f"project {job.project} task {job.task_id} write", exc)
-            with self._meta_lock:
-                self.stats["failed"] += 1
+            results = self.api.merge_many_task_fields(int(pid) if pid.isdigit() else pid,
+                                                      updates)
+        except Exception as exc:  # Label Studio down or the whole call refused
+            self._ls_failure(f"project {pid}: writing {len(jobs)} score(s)", exc)
+            self._failed(jobs, f"{type(exc).__name__}: {exc}")
             return
+        self._ls_ok()
+        ok = [j for j in jobs if j.task_id in results.written or j.task_id in results.unchanged]
+        if ok:
+            self.queue.done(ok)
+        for j in jobs:
+            err = results.failed.get(j.task_id)
+            if err is None:
+                continue
+            logger.error("project %s task %s: writing scores failed: %s", pid, j.task_id, err)
+            self.record_error(f"project {pid} task {j.task_id} write", str(err))
+            # a deleted task will not come back; other refusals are retried
+            self._failed([j], str(err), retry=err.status != 404)
         with self._meta_lock:
-            self.stats["written"] += 1
+            self.stats["written"] += len(results.written)
+            self.stats["unchanged"] += len(results.unchanged)
+
+    def _ls_failure(self, what: str, exc: BaseException) -> None:
+        """Back off the whole write path while Label Studio is unreachable."""
+        down = isinstance(exc, (ConnectionError, OSError, TimeoutError)) or "connect" in str(
+            exc).lower()
+        logger.error("%s: %s", what, exc)
+        self.record_error(what, exc)
+        if down:
+            self._ls_backoff = min(60.0, max(1.0, self._ls_backoff * 2))
+            self._ls_down_until = time.time() + self._ls_backoff
+            logger.warning("Label Studio unreachable: pausing the job queue for %.0f s",
+                           self._ls_backoff)
+
+    def _ls_ok(self) -> None:
+        self._ls_backoff, self._ls_down_until = 0.0, 0.0
 
     # -- training ------------------------------------------------------------------------
 
@@ -424,12 +537,15 @@ class Backend:
     def status(self, pid: str | None = None) -> dict[str, Any]:
         states = self.store.all() if pid is None else [
             s for s in [self.store.get(project_id(pid))] if s is not None]
+        queue = {**self.queue.stats(),
+                 "paused_s": max(0.0, round(self._ls_down_until - time.time(), 1))}
+        webhook_ms = self._webhook_latency()
         with self._meta_lock:
             return {
                 "status": "UP",
-                "queue": {"pending": len(self.queue), "max": self.queue.maxsize,
-                          "deduplicated": self.queue.deduplicated},
+                "queue": queue,
                 "stats": dict(self.stats),
+                "webhook_ms": webhook_ms,
                 "models_loaded": self.models.loaded(),
                 "projects": {s.project: s.public() for s in states},
                 "recent_errors": list(self.recent_errors[-10:]),

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from analysis.spans import TokenSpan
 logger = logging.getLogger(__name__)
 
 __all__ = ["Prepared", "prepare_tasks", "run_model", "empty_results",
-           "prediction_results", "score_tasks", "tagset_of"]
+           "prediction_results", "score_tasks", "Scores", "tagset_of"]
 
 
 @dataclass
@@ -81,6 +81,11 @@ def _check_task(i: int, task: Any, value_key: str, max_chars: int) -> str | None
         return f"{name}: data[{value_key!r}] must be a string, got {type(text).__name__}"
     if len(text) > max_chars:
         return f"{name}: text has {len(text)} characters, more than MAX_TEXT_CHARS={max_chars}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no tokenizer can take it
+        return (f"{name}: text is not valid Unicode (lone surrogate "
+                f"U+{ord(text[exc.start]):04X} at character {exc.start})")
     if task.get("annotations") is not None and not isinstance(task["annotations"], list):
         return f"{name}: 'annotations' must be a list"
     return None
@@ -167,6 +172,15 @@ def tagset_of(model: Any) -> Any:
     return TagSet(tuple(model.tags), getattr(model, "scheme", "iob2"))
 
 
+@dataclass
+class Scores:
+    """What :func:`score_tasks` computed: the overlays to write (keyed by Label Studio task id)
+    and the DEP thresholds of this call's tasks (``None`` without annotated tasks)."""
+
+    overlays: dict[int, dict[str, Any]]
+    thresholds: Any | None = None
+
+
 def score_tasks(
     prepared: Prepared,
     preds: Sequence[Any],
@@ -175,12 +189,17 @@ def score_tasks(
     version: str,
     index: Any,
     similar_k: int,
-) -> dict[int, dict[str, Any]]:
+    thresholds: Mapping[str, Any] | None | Literal["fit"] = None,
+) -> Scores:
     """Overlays ``{"data": {...}, "meta": {...}}`` to write, keyed by Label Studio task id.
 
     Annotated tasks: task DEP, per-span DEP, suspected error and error type, error counts vs
     the model's prediction, similar spans with another gold label.  Unannotated tasks: the
     model's uncertainty (normalised entropy).  Tasks without an id are skipped.
+
+    ``thresholds`` decides the ``category`` written: ``"fit"`` — the thresholds fitted on these
+    tasks (a whole project after a training); a mapping ``{"easy", "mislabeled"}`` — the
+    project's stored thresholds (live scoring); ``None`` — no category.
     """
     from analysis.dep import compute_dep
     from analysis.labelstudio.records import task_span_records
@@ -197,7 +216,7 @@ def score_tasks(
                                   lsf.MODEL_VERSION: version}}
     ann = [k for k, t in enumerate(ds.tasks) if t.gold is not None and t.id is not None]
     if not ann:
-        return out
+        return Scores(out)
     output = ModelOutput.from_arrays([np.asarray(p.probs, dtype=np.float32) for p in preds],
                                      tagset_of(model))
     dep = compute_dep(corpus, output)
@@ -206,6 +225,15 @@ def score_tasks(
                                 gold_dep=dep.gold_span_dep, gold_suspect=dep.gold_span_suspect,
                                 pred_dep=dep.pred_dep, tasks=ann)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if thresholds == "fit":
+        cats = dep.thresholds.categorize(dep.task_dep)
+    elif thresholds is not None:
+        from analysis.dep import Thresholds
+
+        cats = Thresholds(float(thresholds["easy"]), float(thresholds["mislabeled"]),
+                          str(thresholds.get("method", "project"))).categorize(dep.task_dep)
+    else:
+        cats = np.full(len(ds.tasks), None, dtype=object)
     for k in ann:
         t, p = ds.tasks[k], preds[k]
         assert t.id is not None  # ann holds tasks with ids only
@@ -216,10 +244,10 @@ def score_tasks(
         data = dict(lsf.task_fields(d, counts, version))
         data[lsf.UNCERTAINTY] = round(float(p.entropy), 6)
         meta = lsf.task_meta(
-            source="backend", model_version=version, dep=round(d, 6), category=None,
+            source="backend", model_version=version, dep=round(d, 6), category=cats[k],
             errors=counts, spans=spans,
             ghosts=ghosts, alerts=None, annotation_id=t.annotation_id,
             uncertainty=round(float(p.entropy), 6), confidence=round(float(p.score), 6),
             written_at=now)
         out[t.id] = {"data": data, "meta": {lsf.META_KEY: meta}}
-    return out
+    return Scores(out, dep.thresholds)

@@ -44,6 +44,10 @@ def project_id(raw: object) -> str:
 
     >>> project_id("17.1712345678"), project_id(17), project_id({"id": 3})
     ('17', '17', '3')
+    >>> project_id("__base__")
+    Traceback (most recent call last):
+    ...
+    ls_backend.service.errors.BadRequest: project: '__base__' is reserved (ids starting with '__' or '-' are the backend's own)
     >>> project_id("../etc")
     Traceback (most recent call last):
     ...
@@ -62,6 +66,9 @@ def project_id(raw: object) -> str:
         raise BadRequest(
             f"project: {raw!r} is not a valid project id (letters, digits, _ and - only)"
         )
+    if pid.startswith("__") or pid.startswith("-"):
+        raise BadRequest(f"project: {raw!r} is reserved (ids starting with '__' or '-' are "
+                         f"the backend's own)")
     return pid
 
 
@@ -94,6 +101,9 @@ class ProjectState:
     versions: list[dict[str, Any]] = field(default_factory=list)
     annotations_since_train: int = 0
     train: dict[str, Any] = field(default_factory=lambda: {"status": "idle"})
+    #: DEP thresholds fitted on the whole project by the last training's scoring (categories
+    #: of later live scores come from these, never from a one-task fit)
+    thresholds: dict[str, Any] | None = None
     updated_at: float = 0.0
 
     @property
@@ -123,7 +133,9 @@ class ProjectState:
             "trained": self.trained,
             "annotations_since_train": self.annotations_since_train,
             "train": dict(self.train),
-            "versions": [v.get("version") for v in self.versions],
+            "versions": [v.get("version") for v in self.versions
+                         if not v.get("removed")],
+            "thresholds": self.thresholds,
         }
 
 

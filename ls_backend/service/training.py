@@ -9,6 +9,7 @@ in atomically (state file replaced, then the cache key changes); its scores are 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -24,6 +25,19 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer"]
+
+
+#: automatic trainings after a failure wait 30 s, 60 s, 120 s, ... (at most an hour)
+RETRY_BASE_S, RETRY_MAX_S = 30.0, 3600.0
+
+
+def _failed(s: ProjectState, err: str) -> None:
+    """A failed training: recorded, counters reset, automatic retries backed off."""
+    now = time.time()
+    n = int(s.train.get("failures") or 0) + 1
+    s.train.update(status="failed", error=err, finished_at=now, failures=n,
+                   retry_after=now + min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (n - 1)))
+    s.annotations_since_train = 0
 
 
 def _fresh_dir(path: Path) -> Path:
@@ -81,11 +95,14 @@ class Trainer:
                                  traceback.format_exc())
                     self.backend.record_error(f"project {pid} training", exc)
                     err = f"{type(exc).__name__}: {exc}"
-
                     def failed(s: ProjectState, err: str = err) -> None:
-                        s.train.update(status="failed", error=err, finished_at=time.time())
+                        _failed(s, err)
 
-                    self.backend.store.update(pid, failed)
+                    st = self.backend.store.update(pid, failed)
+                    logger.warning("project %s: automatic trainings paused until %s (failure "
+                                   "%d in a row); START_TRAINING runs one at once", pid,
+                                   time.strftime("%H:%M:%S", time.localtime(
+                                       st.train["retry_after"])), st.train["failures"])
             with self._meta_lock:
                 if pid not in self._again:
                     self._threads.pop(pid, None)
@@ -139,8 +156,12 @@ class Trainer:
         idx = span_index.update_index(None, prepared, preds)
         if idx is not None:
             span_index.save_index(idx, Path(model_dir) / "span_index")
-        overlays = scoring.score_tasks(prepared, preds, model=model, version=version, index=idx,
-                                       similar_k=settings.similar_k)
+        # one DEP over the whole project: its thresholds are the project's (stored for live
+        # scoring) and give every task its category
+        scores = scoring.score_tasks(prepared, preds, model=model, version=version, index=idx,
+                                     similar_k=settings.similar_k, thresholds="fit")
+        overlays = scores.overlays
+        thresholds = None if scores.thresholds is None else scores.thresholds.to_dict()
         b.models.put((pid, version), model)
         b.models.set_index((pid, version), idx)
         entry = {"version": version, "path": model_dir, "trained_at": time.time(),
@@ -152,16 +173,66 @@ class Trainer:
             s.model_version, s.model_path, s.model_labels = version, model_dir, labels
             s.versions.append(entry)
             s.annotations_since_train = 0
+            s.thresholds = thresholds
             s.train.update(status="done", version=version, finished_at=time.time(),
-                           n_tasks=n_gold, error=None)
+                           n_tasks=n_gold, error=None, failures=0, retry_after=None)
 
-        b.store.update(pid, switch)
+        st = b.store.update(pid, switch)
+        self.prune_versions(st)
         b.models.evict_project(pid, keep=version)
         logger.info("project %s: now serving %s (trained on %d tasks in %.1f s)", pid, version,
                     n_gold, time.time() - t0)
         for tid, overlay in overlays.items():
             b.remember(pid, tid, overlay)
             b.enqueue_quiet(ScoreJob(pid, tid, fields=overlay))
+
+    def may_start_automatically(self, st: ProjectState) -> bool:
+        """Whether an automatic (annotation-count) training may start now (failure backoff)."""
+        return time.time() >= float(st.train.get("retry_after") or 0.0)
+
+    def prune_versions(self, st: ProjectState) -> list[str]:
+        """Remove the model folders of all but the newest ``KEEP_MODEL_VERSIONS`` versions
+        (never the serving one); their entries stay, marked ``removed``."""
+        keep = self.backend.settings.keep_model_versions
+        live = [v for v in st.versions if v.get("path") and not v.get("removed")]
+        old = [v for v in live[:-keep] if v.get("path") != st.model_path] if keep else []
+        removed = []
+        for v in old:
+            path = Path(v["path"])
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(v["version"])
+        if removed:
+            gone = set(removed)
+
+            def mark(s: ProjectState) -> None:
+                for v in s.versions:
+                    if v.get("version") in gone:
+                        v["removed"] = True
+
+            self.backend.store.update(st.project, mark)
+            logger.info("project %s: removed model version(s) %s (KEEP_MODEL_VERSIONS=%d)",
+                        st.project, removed, keep)
+        return removed
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove model folders no version refers to (a training that crashed half way)."""
+        removed = []
+        for st in self.backend.store.all():
+            models = self.backend.store.project_dir(st.project) / "models"
+            if not models.is_dir():
+                continue
+            # by folder name: every version folder is models/<timestamp>[-k] of its project
+            known = {Path(v["path"]).name for v in st.versions if v.get("path")}
+            if st.model_path:
+                known.add(Path(st.model_path).name)
+            for d in models.iterdir():
+                if d.is_dir() and d.name not in known:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(str(d))
+        if removed:
+            logger.warning("removed %d model folder(s) left by interrupted trainings: %s",
+                           len(removed), removed[:5])
+        return removed
 
     def wait(self, pid: str, timeout: float) -> bool:
         """Wait for the project's training thread (tests and CLI)."""
