@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from analysis.exceptions import DataError
 
 from .service.backend import Backend
-from .service.errors import LabelMismatch, NoLabelStudio, QueueFull, TaskError
+from .service.errors import Busy, LabelMismatch, NoLabelStudio, QueueFull, TaskError
 from .service.state import project_id
 from .settings import Settings
 
@@ -116,6 +116,10 @@ def _guards(app: Flask, settings: Settings, backend: Backend) -> None:
         # traceback and answered 500, never passed off as the client's fault
         from analysis.labelstudio import LabelStudioError
 
+        if isinstance(exc, Busy):
+            resp, code = _api_error(ApiError(503, str(exc)))
+            resp.headers["Retry-After"] = "10"
+            return resp, code
         for kind, status in ((LabelMismatch, 409), (TaskError, 422), (QueueFull, 503),
                              (NoLabelStudio, 503), (DataError, 400)):
             if isinstance(exc, kind):

@@ -57,6 +57,10 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "MAX_REQUEST_CHARS": ("1000000", "Total text characters of one /predict request; larger "
                           "requests answer 413 at once with the numbers."),
     "MAX_BODY_BYTES": ("67108864", "Largest request body (bytes); larger bodies answer 413."),
+    "PREDICT_CONCURRENCY": ("2", "Model passes of /predict requests running at once; more "
+                            "wait (see PREDICT_WAIT_S)."),
+    "PREDICT_WAIT_S": ("30", "How long a /predict waits for a free model pass before it answers "
+                       "503 (Label Studio gives up after 100 s)."),
     "KEEP_MODEL_VERSIONS": ("3", "Trained model versions kept per project (the serving one "
                             "always); older ones and directories left by crashed trainings are "
                             "removed."),
@@ -132,6 +136,8 @@ class Settings:
     max_request_chars: int = 1_000_000
     max_body_bytes: int = 64 * 1024 * 1024
     keep_model_versions: int = 3
+    predict_concurrency: int = 2
+    predict_wait_s: float = 30.0
     similar_k: int = 5
     max_text_chars: int = 100_000
     max_tasks_per_request: int = 5000
@@ -181,6 +187,8 @@ class Settings:
             max_request_chars=_int(env, "MAX_REQUEST_CHARS", 1_000_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024),
             keep_model_versions=_int(env, "KEEP_MODEL_VERSIONS", 3, minimum=1),
+            predict_concurrency=_int(env, "PREDICT_CONCURRENCY", 2, minimum=1),
+            predict_wait_s=float(_int(env, "PREDICT_WAIT_S", 30, minimum=0)),
             similar_k=_int(env, "SIMILAR_K", 5),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 100_000, minimum=1),
             max_tasks_per_request=_int(env, "MAX_TASKS_PER_REQUEST", 5000, minimum=1),

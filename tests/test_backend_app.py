@@ -388,6 +388,31 @@ def test_predict_regions_have_exact_offsets(trained: dict[str, Any]) -> None:
 
 
 @pytest.mark.model
+def test_predict_refuses_early_when_every_model_pass_is_busy(trained: dict[str, Any]) -> None:
+    import dataclasses
+
+    c, backend = trained["client"], trained["backend"]
+    saved = backend.settings
+    backend.settings = dataclasses.replace(saved, predict_concurrency=1, predict_wait_s=0.2)
+    slots = backend._predict_slots
+    for _ in range(saved.predict_concurrency):
+        assert slots.acquire(timeout=5)  # every model pass taken (as by long requests)
+    try:
+        r = c.post("/predict", json={"project": "3.1712345678", "label_config": CONLL_XML,
+                                     "tasks": [{"id": 1, "data": {"text": "Obama met Merkel ."}}]})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "10"
+        assert "PREDICT_WAIT_S" in r.json["error"]
+        assert c.get("/health").status_code == 200
+    finally:
+        for _ in range(saved.predict_concurrency):
+            slots.release()
+        backend.settings = saved
+    r = c.post("/predict", json={"project": "3.1712345678", "label_config": CONLL_XML,
+                                 "tasks": [{"id": 1, "data": {"text": "Obama met Merkel ."}}]})
+    assert r.status_code == 200
+
+
+@pytest.mark.model
 def test_labels_unknown_to_config_is_409(trained: dict[str, Any]) -> None:
     c = trained["client"]
     r = c.post("/predict", json={"project": "3.1712345678", "label_config": TWO_LABELS_XML,

@@ -33,7 +33,7 @@ from typing import Any
 
 from ls_backend.settings import Settings
 
-from .errors import BadRequest, LabelMismatch, NoLabelStudio, QueueFull, TaskError
+from .errors import BadRequest, Busy, LabelMismatch, NoLabelStudio, QueueFull, TaskError
 from .janitor import DEDUP_MAX_TASKS, Janitor
 from .models import ModelCache
 from .queue import ScoreJob, ScoreQueue
@@ -70,6 +70,7 @@ class Backend:
         self.recent_errors: list[dict[str, Any]] = []
         self.recent_scores: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self._webhook_ms: deque[float] = deque(maxlen=2000)
+        self._predict_slots = threading.BoundedSemaphore(settings.predict_concurrency)
 
     # -- Label Studio --------------------------------------------------------------------
 
@@ -208,7 +209,16 @@ class Backend:
                 st.project, version, len(tasks), self.settings.train_every_n_annotations,
             )
             return scoring.empty_results(prepared, version)
-        preds = scoring.run_model(model, prepared, batch_tokens=4096)
+        # a bounded number of model passes at once: /health and webhooks stay responsive, and a
+        # request that would wait too long is refused now rather than after LS's 100 s
+        if not self._predict_slots.acquire(timeout=self.settings.predict_wait_s):
+            raise Busy(f"predict: {self.settings.predict_concurrency} model pass(es) running "
+                       f"and none finished within PREDICT_WAIT_S={self.settings.predict_wait_s:g} "
+                       f"s; retry later or send fewer tasks per request")
+        try:
+            preds = scoring.run_model(model, prepared, batch_tokens=4096)
+        finally:
+            self._predict_slots.release()
         results = scoring.prediction_results(prepared, preds, config, version)
         self.janitor.sync_project_version(st)
         if len(prepared.dataset.tasks) <= DEDUP_MAX_TASKS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from analysis.exceptions import DataError
 
-__all__ = ["BadRequest", "TaskError", "LabelMismatch", "QueueFull", "NoLabelStudio"]
+__all__ = ["BadRequest", "TaskError", "LabelMismatch", "QueueFull", "NoLabelStudio", "Busy"]
 
 
 class BadRequest(DataError):
@@ -29,3 +29,9 @@ class QueueFull(RuntimeError):
 
 class NoLabelStudio(RuntimeError):
     """An operation needs LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, which are not set (HTTP 503)."""
+
+
+class Busy(RuntimeError):
+    """``PREDICT_CONCURRENCY`` model passes are running and none finished within
+    ``PREDICT_WAIT_S`` (HTTP 503 with Retry-After): refused early instead of answering after
+    Label Studio has given up."""
