@@ -18,9 +18,23 @@ def test_priority_from_payload_and_order(tmp_path: Path) -> None:
     q.put(ScoreJob("1", 2))                                        # a re-fetch
     q.put(ScoreJob("1", 3, task={"id": 3}, annotation={"result": []}))  # a live annotation
     q.put(ScoreJob("1", 4, fields={"data": {"nerq_dep": 0.2}}))
-    jobs = q.take(10, timeout=0)
-    assert [(j.task_id, j.priority) for j in jobs] == [(3, LIVE), (2, RESCORE), (1, WRITE),
-                                                       (4, WRITE)]
+    rounds = []
+    while jobs := q.take(10, timeout=0, max_write=1):  # one class per round
+        rounds.append([(j.task_id, j.priority) for j in jobs])
+        q.done(jobs)
+    assert rounds == [[(3, LIVE)], [(2, RESCORE)], [(1, WRITE)], [(4, WRITE)]]
+
+
+def test_a_live_job_overtakes_pending_writes(tmp_path: Path) -> None:
+    q = ScoreQueue(tmp_path / "q.sqlite3", 100)
+    for tid in range(100):
+        q.put(ScoreJob("1", tid, fields={"data": {}}))
+    first = q.take(32, timeout=0, max_write=8)
+    assert [j.task_id for j in first] == list(range(8))  # small write batches
+    q.put(ScoreJob("1", 500, task={"id": 500}))          # an annotator saves meanwhile
+    q.done(first)
+    (live,) = q.take(32, timeout=0, max_write=8)
+    assert live.task_id == 500 and live.priority == LIVE
 
 
 def test_newest_job_of_a_task_wins_and_keeps_the_urgent_priority(tmp_path: Path) -> None:

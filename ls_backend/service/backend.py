@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Backend"]
 
+#: score writes per worker round: small, so that a live annotation waits for at most this many
+#: Label Studio PATCHes before its own turn
+WRITE_BATCH = 16
+
 
 class Backend:
     """State, models, queue and training for every project this process serves."""
@@ -235,7 +239,8 @@ class Backend:
             ).overlays
             for task_id, overlay in overlays.items():
                 self.remember(st.project, task_id, overlay)
-                self.enqueue_quiet(ScoreJob(st.project, task_id, fields=overlay))
+            self.enqueue_many([ScoreJob(st.project, tid, fields=overlay)
+                               for tid, overlay in overlays.items()])
         return results
 
     def webhook(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -319,6 +324,19 @@ class Backend:
             logger.warning("project %s task %s: not queued: %s", job.project, job.task_id, exc)
             self.record_error(f"project {job.project} task {job.task_id}", exc)
 
+    def enqueue_many(self, jobs: list[ScoreJob]) -> None:
+        """Queue ``jobs`` in one transaction; a full queue is logged and shown in /status."""
+        if not jobs:
+            return
+        self._ensure_worker()
+        try:
+            self.queue.put_many(jobs)
+        except QueueFull as exc:
+            logger.error("project %s: %d score write(s) not queued: %s", jobs[0].project,
+                         len(jobs), exc)
+            self.record_error(f"project {jobs[0].project}", f"{len(jobs)} score writes not "
+                                                            f"queued: {exc}")
+
     def _ensure_worker(self) -> None:
         with self._worker_lock:
             if self._worker is None or not self._worker.is_alive():
@@ -341,7 +359,8 @@ class Backend:
             if pause > 0:
                 self._stop.wait(min(pause, 1.0))
                 continue
-            jobs = self.queue.take(self.settings.batch_size, timeout=0.5)
+            jobs = self.queue.take(self.settings.batch_size, timeout=0.5,
+                                   max_write=WRITE_BATCH)
             if not jobs:
                 continue
             by_project: dict[str, list[ScoreJob]] = {}

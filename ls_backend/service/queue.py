@@ -153,44 +153,53 @@ class ScoreQueue:
 
         Raises :class:`QueueFull` when its class of jobs is at its bound.
         """
-        assert job.priority is not None
+        return self.put_many([job])[0]
+
+    def put_many(self, jobs: list[ScoreJob]) -> list[bool]:
+        """Queue ``jobs`` in ONE transaction: all of them are in the file, or (on
+        :class:`QueueFull` or any error) none.  Returns, per job, whether it was added (False:
+        it replaced or was merged into a pending job of the same task)."""
+        out: list[bool] = []
         with self._cond:
+            seq0 = self._seq
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                old = self._db.execute(
-                    "SELECT priority, state, payload FROM jobs WHERE project = ? AND task_id = ?",
-                    job.key).fetchone()
-                if old is not None and old[1] == "pending":
-                    old_fields = json.loads(old[2]).get("fields")
-                    if job.fields is None and old_fields is not None and job.task is None:
-                        self._bump("deduplicated")
-                        self._db.execute("COMMIT")
-                        return False  # a precomputed score is at least as fresh as a re-fetch
-                if old is None or old[1] != "pending":
-                    self._check_bound(job.priority)
-                priority = job.priority if old is None or old[1] != "pending" else min(
-                    job.priority, int(old[0]))
-                self._seq += 1
-                job.seq, job.attempts = self._seq, 0
-                self._db.execute(
-                    "INSERT INTO jobs(project, task_id, priority, seq, state, attempts, "
-                    "not_before, enqueued_at, error, payload) "
-                    "VALUES (?, ?, ?, ?, 'pending', 0, 0, ?, NULL, ?) "
-                    "ON CONFLICT(project, task_id) DO UPDATE SET priority = excluded.priority, "
-                    "seq = excluded.seq, state = 'pending', attempts = 0, not_before = 0, "
-                    "enqueued_at = excluded.enqueued_at, error = NULL, "
-                    "payload = excluded.payload",
-                    (job.project, job.task_id, priority, job.seq, job.enqueued_at,
-                     job.payload()))
-                replaced = old is not None and old[1] == "pending"
-                if replaced:
-                    self._bump("deduplicated")
+                out = [self._put_locked(j) for j in jobs]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._seq = seq0
                 raise
             self._cond.notify_all()
-            return not replaced
+        return out
+
+    def _put_locked(self, job: ScoreJob) -> bool:
+        assert job.priority is not None
+        old = self._db.execute(
+            "SELECT priority, state, payload FROM jobs WHERE project = ? AND task_id = ?",
+            job.key).fetchone()
+        pending = old is not None and old[1] == "pending"
+        if pending:
+            old_fields = json.loads(old[2]).get("fields")
+            if job.fields is None and old_fields is not None and job.task is None:
+                self._bump("deduplicated")
+                return False  # a precomputed score is at least as fresh as a re-fetch
+        else:
+            self._check_bound(job.priority)
+        priority = min(job.priority, int(old[0])) if pending else job.priority
+        self._seq += 1
+        job.seq, job.attempts = self._seq, 0
+        self._db.execute(
+            "INSERT INTO jobs(project, task_id, priority, seq, state, attempts, "
+            "not_before, enqueued_at, error, payload) "
+            "VALUES (?, ?, ?, ?, 'pending', 0, 0, ?, NULL, ?) "
+            "ON CONFLICT(project, task_id) DO UPDATE SET priority = excluded.priority, "
+            "seq = excluded.seq, state = 'pending', attempts = 0, not_before = 0, "
+            "enqueued_at = excluded.enqueued_at, error = NULL, payload = excluded.payload",
+            (job.project, job.task_id, priority, job.seq, job.enqueued_at, job.payload()))
+        if pending:
+            self._bump("deduplicated")
+        return not pending
 
     def _check_bound(self, priority: int) -> None:
         if priority == WRITE:
@@ -205,16 +214,24 @@ class ScoreQueue:
         if n >= self.maxsize:
             raise QueueFull(f"scoring queue is full ({self.maxsize} pending tasks)")
 
-    def take(self, max_n: int, timeout: float) -> list[ScoreJob]:
-        """Up to ``max_n`` due jobs, most urgent first; waits up to ``timeout`` s for one."""
+    def take(self, max_n: int, timeout: float, *, max_write: int | None = None
+             ) -> list[ScoreJob]:
+        """Up to ``max_n`` due jobs of the most urgent class that has any (``max_write`` for
+        ``WRITE`` jobs: small write batches let a live job in between); waits up to
+        ``timeout`` s for one."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 now = time.time()
-                rows = self._db.execute(
-                    "SELECT project, task_id, priority, seq, attempts, enqueued_at, payload "
-                    "FROM jobs WHERE state = 'pending' AND not_before <= ? "
-                    "ORDER BY priority, seq LIMIT ?", (now, max_n)).fetchall()
+                best = self._db.execute("SELECT MIN(priority) FROM jobs WHERE state = 'pending' "
+                                        "AND not_before <= ?", (now,)).fetchone()[0]
+                rows = []
+                if best is not None:
+                    n = max_n if best != WRITE or max_write is None else min(max_n, max_write)
+                    rows = self._db.execute(
+                        "SELECT project, task_id, priority, seq, attempts, enqueued_at, payload "
+                        "FROM jobs WHERE state = 'pending' AND not_before <= ? AND priority = ? "
+                        "ORDER BY seq LIMIT ?", (now, int(best), n)).fetchall()
                 if rows:
                     break
                 left = deadline - time.monotonic()

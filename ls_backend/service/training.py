@@ -177,14 +177,17 @@ class Trainer:
             s.train.update(status="done", version=version, finished_at=time.time(),
                            n_tasks=n_gold, error=None, failures=0, retry_after=None)
 
+        # the new version's scores are queued (one transaction) BEFORE the switch, so a process
+        # killed after the switch loses no re-score; killed in between, the scores of a version
+        # that never served are written and the next training's re-score replaces them
+        for tid, overlay in overlays.items():
+            b.remember(pid, tid, overlay)
+        b.enqueue_many([ScoreJob(pid, tid, fields=overlay) for tid, overlay in overlays.items()])
         st = b.store.update(pid, switch)
         self.prune_versions(st)
         b.models.evict_project(pid, keep=version)
         logger.info("project %s: now serving %s (trained on %d tasks in %.1f s)", pid, version,
                     n_gold, time.time() - t0)
-        for tid, overlay in overlays.items():
-            b.remember(pid, tid, overlay)
-            b.enqueue_quiet(ScoreJob(pid, tid, fields=overlay))
 
     def may_start_automatically(self, st: ProjectState) -> bool:
         """Whether an automatic (annotation-count) training may start now (failure backoff)."""
