@@ -138,3 +138,16 @@ def test_take_waits_for_a_put_from_another_thread(tmp_path: Path) -> None:
     t0 = time.monotonic()
     jobs = q.take(1, timeout=5.0)
     assert jobs and time.monotonic() - t0 < 4.0
+
+
+def test_put_many_is_all_or_nothing(tmp_path: Path) -> None:
+    q = ScoreQueue(tmp_path / "q.sqlite3", 10, write_maxsize=5)
+    assert q.put_many([ScoreJob("1", t, fields={"data": {}}) for t in range(3)]) == [True] * 3
+    with pytest.raises(QueueFull):  # 3 + 4 > 5: none of the four is queued
+        q.put_many([ScoreJob("1", t, fields={"data": {}}) for t in range(10, 14)])
+    assert q.pending() == 3
+    assert q.put_many([ScoreJob("1", 0, fields={"data": {"v": 2}}),
+                       ScoreJob("1", 20, fields={"data": {}})]) == [False, True]
+    jobs = q.take(10, timeout=0)
+    assert sorted(j.task_id for j in jobs) == [0, 1, 2, 20]
+    assert [j.seq for j in jobs] == sorted(j.seq for j in jobs)
