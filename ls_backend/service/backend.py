@@ -26,17 +26,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
 from ls_backend.settings import Settings
 
-from .errors import BadRequest, Busy, LabelMismatch, NoLabelStudio, QueueFull, TaskError
+from .errors import BadRequest, Busy, LabelMismatch, NoLabelStudio, TaskError
 from .janitor import DEDUP_MAX_TASKS, Janitor
 from .models import ModelCache
 from .queue import ScoreJob, ScoreQueue
+from .worker import QueueWorker
 from .state import ProjectState, StateStore, base_version, project_id
 from .training import Trainer
 
@@ -44,12 +44,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Backend"]
 
-#: score writes per worker round: small, so that a live annotation waits for at most this many
-#: Label Studio PATCHes before its own turn
-WRITE_BATCH = 16
 
 
-class Backend:
+class Backend(QueueWorker):
     """State, models, queue and training for every project this process serves."""
 
     def __init__(self, settings: Settings) -> None:
@@ -311,235 +308,12 @@ class Backend:
                 self.enqueue_quiet(ScoreJob(pid, tid))
         return task_ids
 
-    # -- queue ---------------------------------------------------------------------------
-
-    def _enqueue(self, job: ScoreJob) -> bool:
-        self._ensure_worker()
-        return self.queue.put(job)
-
-    def enqueue_quiet(self, job: ScoreJob) -> None:
-        try:
-            self._enqueue(job)
-        except QueueFull as exc:
-            logger.warning("project %s task %s: not queued: %s", job.project, job.task_id, exc)
-            self.record_error(f"project {job.project} task {job.task_id}", exc)
-
-    def enqueue_many(self, jobs: list[ScoreJob]) -> None:
-        """Queue ``jobs`` in one transaction; a full queue is logged and shown in /status."""
-        if not jobs:
-            return
-        self._ensure_worker()
-        try:
-            self.queue.put_many(jobs)
-        except QueueFull as exc:
-            logger.error("project %s: %d score write(s) not queued: %s", jobs[0].project,
-                         len(jobs), exc)
-            self.record_error(f"project {jobs[0].project}", f"{len(jobs)} score writes not "
-                                                            f"queued: {exc}")
-
-    def _ensure_worker(self) -> None:
-        with self._worker_lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._work, name="nerq-scoring", daemon=True
-                )
-                self._worker.start()
-
-    def resume(self) -> int:
-        """Start the worker when the queue holds jobs from an earlier run; return how many."""
-        n = self.queue.pending()
-        if n:
-            logger.info("resuming %d queued job(s) from %s", n, self.queue.path)
-            self._ensure_worker()
-        return n
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            pause = self._ls_down_until - time.time()
-            if pause > 0:
-                self._stop.wait(min(pause, 1.0))
-                continue
-            jobs = self.queue.take(self.settings.batch_size, timeout=0.5,
-                                   max_write=WRITE_BATCH)
-            if not jobs:
-                continue
-            by_project: dict[str, list[ScoreJob]] = {}
-            for j in jobs:
-                by_project.setdefault(j.project, []).append(j)
-            for pid, pj in by_project.items():
-                try:
-                    self._process(pid, pj)
-                except Exception as exc:  # the worker must survive anything
-                    logger.error("project %s: batch of %d job(s) failed: %s\n%s", pid, len(pj),
-                                 exc, traceback.format_exc())
-                    self.record_error(f"project {pid} scoring", exc)
-                    self._failed(pj, f"{type(exc).__name__}: {exc}")
-
-    def _failed(self, jobs: list[ScoreJob], error: str, *, retry: bool = True) -> None:
-        given_up = self.queue.fail(jobs, error, retry=retry)
-        with self._meta_lock:
-            self.stats["failed"] += given_up
-            self.stats["retried"] += len(jobs) - given_up
-
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until no job is due and the worker is idle (tests, shutdown)."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.queue.idle():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def _process(self, pid: str, jobs: list[ScoreJob]) -> None:
-        """Score the jobs that need it, then write every ready overlay in one batch."""
-        from . import scoring
-
-        ready = [j for j in jobs if j.fields is not None]
-        todo = [j for j in jobs if j.fields is None]
-        if todo:
-            scored, finished = self._score_jobs(pid, todo, scoring)
-            ready.extend(scored)
-            if finished:
-                self.queue.done(finished)
-        if ready:
-            self._write_batch(pid, ready)
-
-    def _score_jobs(self, pid: str, jobs: list[ScoreJob], scoring: Any
-                    ) -> tuple[list[ScoreJob], list[ScoreJob]]:
-        """Score ``jobs`` in one model pass: (jobs with their overlay to write, jobs finished
-        without a write).  A task that cannot be scored fails alone, named; the others go on."""
-        from . import index as span_index
-
-        st = self.store.get(pid)
-        if st is None or not st.label_config:
-            logger.warning("project %s: %d scoring job(s) dropped: unknown project", pid, len(jobs))
-            self.record_error(f"project {pid}", f"{len(jobs)} scoring job(s) for an unknown "
-                                                f"project dropped")
-            return [], jobs
-        _, config = self.ensure_project(pid, None)
-        model = self.model_for(st, config)
-        if model is None:
-            logger.info("project %s: %d scoring job(s) skipped: no trained model yet", pid, len(jobs))
-            return [], jobs
-        fetch = [j for j in jobs if j.task is None]
-        fetched = self._fetch_tasks(pid, fetch) if fetch else {}
-        tasks: list[dict[str, Any]] = []
-        owners: list[ScoreJob] = []
-        for j in jobs:
-            task = j.task if j.task is not None else fetched.get(j.task_id)
-            if task is None:
-                continue  # _fetch_tasks recorded the failure
-            task = dict(task)
-            if j.annotation is not None:
-                task["annotations"] = [j.annotation]
-            task.pop("predictions", None)
-            tasks.append(task)
-            owners.append(j)
-        if not tasks:
-            return [], []
-        prepared = scoring.prepare_tasks(tasks, config, max_text_chars=self.settings.max_text_chars)
-        bad = []
-        for pos, err in prepared.errors.items():
-            logger.error("project %s: cannot score: %s", pid, err)
-            self.record_error(f"project {pid}", err)
-            bad.append(owners[pos])
-        if bad:
-            self._failed(bad, "; ".join(prepared.errors.values())[:500], retry=False)
-        if not prepared.dataset.tasks:
-            return [], []
-        preds = scoring.run_model(model, prepared, batch_tokens=4096)
-        key = (pid, st.model_version)
-        index = self.models.get_index(key, st.model_path)
-        index = span_index.update_index(index, prepared, preds)
-        self.models.set_index(key, index)
-        overlays = scoring.score_tasks(
-            prepared, preds, model=model, version=st.model_version, index=index,
-            similar_k=self.settings.similar_k, thresholds=st.thresholds,
-        ).overlays
-        if st.model_path and index is not None:
-            try:
-                span_index.save_index(index, Path(st.model_path) / "span_index")
-            except OSError as exc:
-                logger.error("project %s: cannot persist span index: %s", pid, exc)
-        out, finished = [], []
-        for pos in prepared.positions:
-            j = owners[pos]
-            overlay = overlays.get(j.task_id)
-            if overlay is None:
-                finished.append(j)
-                continue
-            self.remember(pid, j.task_id, overlay)
-            j.fields = overlay
-            out.append(j)
-        with self._meta_lock:
-            self.stats["scored"] += len(overlays)
-        return out, finished
-
-    def _fetch_tasks(self, pid: str, jobs: list[ScoreJob]) -> dict[int, dict[str, Any]]:
-        """Read the tasks of ``jobs`` through the task list (one request per page)."""
-        try:
-            got = self.api.tasks_by_id(int(pid) if pid.isdigit() else pid,
-                                       [j.task_id for j in jobs])
-        except Exception as exc:
-            self._ls_failure(f"project {pid}: cannot read {len(jobs)} task(s)", exc)
-            self._failed(jobs, f"{type(exc).__name__}: {exc}")
-            return {}
-        missing = [j for j in jobs if j.task_id not in got]
-        if missing:
-            self._failed(missing, "task not found in Label Studio (deleted?)", retry=False)
-        return got
-
     def remember(self, pid: str, tid: int, overlay: dict[str, Any]) -> None:
         with self._meta_lock:
             self.recent_scores[(pid, tid)] = overlay
             self.recent_scores.move_to_end((pid, tid))
             while len(self.recent_scores) > 1000:
                 self.recent_scores.popitem(last=False)
-
-    def _write_batch(self, pid: str, jobs: list[ScoreJob]) -> None:
-        """Write the overlays of ``jobs`` (one batched read, one PATCH per changed task)."""
-        if not self.settings.label_studio_enabled:
-            self.queue.done(jobs)
-            return
-        updates = {j.task_id: ((j.fields or {}).get("data"), (j.fields or {}).get("meta"))
-                   for j in jobs}
-        try:
-            results = self.api.merge_many_task_fields(int(pid) if pid.isdigit() else pid,
-                                                      updates)
-        except Exception as exc:  # Label Studio down or the whole call refused
-            self._ls_failure(f"project {pid}: writing {len(jobs)} score(s)", exc)
-            self._failed(jobs, f"{type(exc).__name__}: {exc}")
-            return
-        self._ls_ok()
-        ok = [j for j in jobs if j.task_id in results.written or j.task_id in results.unchanged]
-        if ok:
-            self.queue.done(ok)
-        for j in jobs:
-            err = results.failed.get(j.task_id)
-            if err is None:
-                continue
-            logger.error("project %s task %s: writing scores failed: %s", pid, j.task_id, err)
-            self.record_error(f"project {pid} task {j.task_id} write", str(err))
-            # a deleted task will not come back; other refusals are retried
-            self._failed([j], str(err), retry=err.status != 404)
-        with self._meta_lock:
-            self.stats["written"] += len(results.written)
-            self.stats["unchanged"] += len(results.unchanged)
-
-    def _ls_failure(self, what: str, exc: BaseException) -> None:
-        """Back off the whole write path while Label Studio is unreachable."""
-        down = isinstance(exc, (ConnectionError, OSError, TimeoutError)) or "connect" in str(
-            exc).lower()
-        logger.error("%s: %s", what, exc)
-        self.record_error(what, exc)
-        if down:
-            self._ls_backoff = min(60.0, max(1.0, self._ls_backoff * 2))
-            self._ls_down_until = time.time() + self._ls_backoff
-            logger.warning("Label Studio unreachable: pausing the job queue for %.0f s",
-                           self._ls_backoff)
-
-    def _ls_ok(self) -> None:
-        self._ls_backoff, self._ls_down_until = 0.0, 0.0
 
     # -- training ------------------------------------------------------------------------
 
