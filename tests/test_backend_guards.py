@@ -10,17 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import time
-import types
 from pathlib import Path
 from typing import Any
 
-from test_defects import CONFIG, CONLL, _agreeing_output
+from test_defects import agreeing_request
 
-from analysis.formats import parse_conll, to_ls_tasks
-from analysis.formats.label_config import as_label_config
 from analysis.labelstudio import fields as lsf
 from ls_backend.app import create_app
-from ls_backend.service.scoring import prepare_tasks, score_tasks
+from ls_backend.service.scoring import score_tasks
 from ls_backend.service.state import ProjectState
 from ls_backend.settings import Settings
 
@@ -168,15 +165,7 @@ def test_old_model_versions_and_crash_leftovers_are_removed(tmp_path: Path) -> N
 
 
 def test_live_categories_use_the_project_thresholds() -> None:
-    ds = parse_conll(CONLL)
-    tasks = to_ls_tasks(ds)
-    for i, t in enumerate(tasks):
-        t["id"] = 100 + i
-    prepared = prepare_tasks(tasks, as_label_config(CONFIG), max_text_chars=10_000)
-    out, _ = _agreeing_output(prepared.dataset.corpus, "iob2")
-    preds = [types.SimpleNamespace(probs=p, entropy=0.05, score=0.98, extra_embeddings=None)
-             for p in out.per_task()]
-    model = types.SimpleNamespace(tags=out.tagset.tags, scheme="iob2")
+    _, prepared, _, preds, model = agreeing_request("iob2")
 
     def cats(th: Any) -> list[Any]:
         s = score_tasks(prepared, preds, model=model, version="v1", index=None, similar_k=0,

@@ -64,6 +64,23 @@ def _agreeing_output(corpus: Corpus, scheme: str) -> tuple[ModelOutput, list[str
                        TagSet(tags, scheme)), per_task
 
 
+def agreeing_request(scheme: str) -> tuple[list[dict[str, Any]], Any, ModelOutput, list[Any], Any]:
+    """The CONLL tasks as a backend request (ids 100, 101, ...), read by ``prepare_tasks``, with
+    runtime-like predictions of a ``scheme`` model that agrees with gold."""
+    from analysis.formats import to_ls_tasks
+    from ls_backend.service.scoring import prepare_tasks
+
+    tasks = to_ls_tasks(parse_conll(CONLL))
+    for i, t in enumerate(tasks):
+        t["id"] = 100 + i
+    prepared = prepare_tasks(tasks, as_label_config(CONFIG), max_text_chars=10_000)
+    out, _ = _agreeing_output(prepared.dataset.corpus, scheme)
+    preds = [types.SimpleNamespace(probs=p, entropy=0.05, score=0.98, extra_embeddings=None)
+             for p in out.per_task()]
+    model = types.SimpleNamespace(tags=out.tagset.tags, scheme=scheme)
+    return tasks, prepared, out, preds, model
+
+
 def test_an_iob1_model_that_agrees_with_gold_gets_low_dep() -> None:
     corpus = parse_conll(CONLL).corpus
     out, tags = _agreeing_output(corpus, "iob1")
@@ -79,20 +96,9 @@ def test_an_iob1_model_that_agrees_with_gold_gets_low_dep() -> None:
 
 def test_live_scoring_passes_the_models_scheme() -> None:
     """The backend's scoring step with plain data: an IOB1 model's agreeing prediction."""
-    from ls_backend.service.scoring import prepare_tasks, score_tasks
+    from ls_backend.service.scoring import score_tasks
 
-    cfg = as_label_config(CONFIG)
-    ds = parse_conll(CONLL)
-    from analysis.formats import to_ls_tasks
-
-    tasks = to_ls_tasks(ds)
-    for i, t in enumerate(tasks):
-        t["id"] = 100 + i
-    prepared = prepare_tasks(tasks, cfg, max_text_chars=10_000)
-    out, _ = _agreeing_output(prepared.dataset.corpus, "iob1")
-    preds = [types.SimpleNamespace(probs=p, entropy=0.05, score=0.98, extra_embeddings=None)
-             for p in out.per_task()]
-    model = types.SimpleNamespace(tags=out.tagset.tags, scheme="iob1")
+    tasks, prepared, out, preds, model = agreeing_request("iob1")
     written = score_tasks(prepared, preds, model=model, version="v1", index=None,
                           similar_k=0).overlays
     deps = [w["data"][lsf.DEP] for w in written.values()]
@@ -107,19 +113,9 @@ def test_live_scoring_passes_the_models_scheme() -> None:
 def test_push_and_live_scoring_write_the_same_meta_keys() -> None:
     from analysis.labelstudio.push import plan_push
     from analysis.review import analyze_dataset
-    from ls_backend.service.scoring import prepare_tasks, score_tasks
+    from ls_backend.service.scoring import score_tasks
 
-    ds = parse_conll(CONLL)
-    from analysis.formats import to_ls_tasks
-
-    tasks = to_ls_tasks(ds)
-    for i, t in enumerate(tasks):
-        t["id"] = 100 + i
-    prepared = prepare_tasks(tasks, as_label_config(CONFIG), max_text_chars=10_000)
-    out, _ = _agreeing_output(prepared.dataset.corpus, "iob2")
-    preds = [types.SimpleNamespace(probs=p, entropy=0.05, score=0.98, extra_embeddings=None)
-             for p in out.per_task()]
-    model = types.SimpleNamespace(tags=out.tagset.tags, scheme="iob2")
+    tasks, prepared, out, preds, model = agreeing_request("iob2")
     live = score_tasks(prepared, preds, model=model, version="v1", index=None,
                        similar_k=0).overlays
     res = analyze_dataset(prepared.dataset, probs=out)
