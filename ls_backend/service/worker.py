@@ -269,8 +269,9 @@ class QueueWorker:
 
     def _ls_failure(self, what: str, exc: BaseException) -> None:
         """Back off the whole write path while Label Studio is unreachable."""
-        down = isinstance(exc, (ConnectionError, OSError, TimeoutError)) or "connect" in str(
-            exc).lower()
+        # the adapter raises LabelStudioUnavailable (a ConnectionError) for refused connections,
+        # timeouts and 502/503/504; an HTTP refusal of one call is not "down"
+        down = isinstance(exc, (OSError, TimeoutError))
         logger.error("%s: %s", what, exc)
         self.record_error(what, exc)
         if down:
