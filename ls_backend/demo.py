@@ -84,10 +84,15 @@ def find_label_studio() -> str | None:
     return None
 
 
-def start_label_studio(exe: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Start Label Studio on 127.0.0.1 with a fresh admin and token; returns (proc, url, key)."""
+def start_label_studio(exe: str, data_dir: Path,
+                       token: str | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start Label Studio on 127.0.0.1 with a fresh admin and token; returns (proc, url, key).
+
+    ``token``: the admin's token when ``data_dir`` already holds a server's data (a restart);
+    the token only applies when the first user is created.
+    """
     port = free_port()
-    token = secrets.token_hex(20)
+    token = token or secrets.token_hex(20)
     env = {
         **os.environ,
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
