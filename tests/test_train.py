@@ -278,3 +278,36 @@ def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rc = main(["predict", "--model", str(tmp_path / "missing"), "--data", str(data),
                "--out", str(tmp_path / "p.json")])
     assert rc == 2 and "downloads are disabled" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ in-sample fingerprints
+
+
+def test_fingerprints_tell_the_trained_tasks_and_their_labels(base: TrainResult) -> None:
+    from analysis import fingerprint
+
+    fp = fingerprint.load(base.model_dir)
+    assert fp is not None and len(fp) == len(RAW)  # the unannotated task is not trained on
+    ds = make_dataset(unannotated=1)
+    assert fingerprint.seen(fp, ds.corpus).tolist() == [True] * len(RAW) + [False]
+    assert fingerprint.seen(fp, ds.corpus, labels=True).tolist() == [True] * len(RAW) + [False]
+    # the same texts with one label changed: text seen, these labels not
+    changed = [(s, [(a, b, "LOC" if lab == "PER" else "PER") for a, b, lab in g]) if i == 0
+               else (s, g) for i, (s, g) in enumerate(RAW)]
+    ds2 = make_dataset(changed, unannotated=0)
+    assert fingerprint.seen(fp, ds2.corpus).all()
+    assert fingerprint.seen(fp, ds2.corpus, labels=True).tolist() == [False] + [True] * 4
+
+
+def test_analyze_refuses_an_in_sample_model(base: TrainResult, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "tiny.conll"
+    _write_conll(data)
+    rc = main(["analyze", "--data", str(data), "--model", str(base.model_dir), "--device", "cpu",
+               "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"trained on {len(RAW)} of these {len(RAW)} tasks" in err, err
+    rc = main(["analyze", "--data", str(data), "--model", str(base.model_dir), "--device", "cpu",
+               "--json", "--allow-in-sample"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and len(out["tasks"]) == len(RAW)

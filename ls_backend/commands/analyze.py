@@ -9,8 +9,10 @@ errors are reported):
 ``--probs P.npz``  probabilities in the columnar format (``train --folds``, ``predict`` and
 ``convert-probs`` write it; its tag order is stored in the file), or the older per-task format
 with ``--labels O,B-PER,...``;
-``--model DIR``  the runtime predicts the probabilities (use a model that did not train on
-these tasks — e.g. cross-fitted — for meaningful DEP).
+``--model DIR``  the runtime predicts the probabilities.  A model that trained on these tasks
+with these labels has learnt their errors: ``analyze`` refuses it (the model directory's
+``trained_tasks.npz`` tells) unless ``--allow-in-sample``; use cross-fitted probabilities
+(``train --folds K`` → ``--probs``) or a model trained on other data.
 
 ``--json`` prints exactly one object ``{"metrics", "alerts", "tasks"}``; otherwise a short
 text summary.  Settings: ``LABEL_STUDIO_URL`` (store location), ``NERQ_CACHE_DIR``.
@@ -43,6 +45,9 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                    help="tag columns of an old-format --probs file (O,B-L1,I-L1,...)")
     p.add_argument("--model", metavar="DIR", help="model directory: predict the probabilities")
     p.add_argument("--device", default=None, help="device for --model (default $DEVICE or auto)")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="use a --model that trained on these very tasks (its DEP is in-sample: "
+                        "it has learnt their labels, errors included, and misses most of them)")
     p.add_argument("--zero-diagonal", action="store_true",
                    help="normalise the confusion matrix without its diagonal (errors only)")
     p.add_argument("--dup-threshold", type=float, default=0.95,
@@ -169,10 +174,32 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         inp.output = read_probs(args.probs, args.labels, dataset=ds)
         inp.dep_source = f"probabilities {args.probs}"
     elif args.model:
+        n_seen = check_in_sample(ds, args.model, allow=getattr(args, "allow_in_sample", False))
         inp.output, inp.span_vectors = predict_with_model(
             ds, args.model, device=args.device or args.settings.device)
-        inp.dep_source = f"model {args.model}"
+        inp.dep_source = f"model {args.model}" + (
+            f" (in-sample on {n_seen} of {ds.corpus.n_tasks} tasks)" if n_seen else "")
     return inp
+
+
+def check_in_sample(ds: Any, model_dir: str, *, allow: bool) -> int:
+    """How many of ``ds``'s tasks the model in ``model_dir`` trained on with these very labels
+    (0 when it keeps no fingerprints); raises ``ValueError`` for any unless ``allow``."""
+    from analysis import fingerprint
+
+    fp = fingerprint.load(model_dir)
+    if fp is None:
+        return 0
+    n = int(fingerprint.seen(fp, ds.corpus, labels=True).sum())
+    if n and not allow:
+        raise ValueError(
+            f"--model {model_dir} trained on {n} of these {ds.corpus.n_tasks} tasks with these "
+            "very labels: its DEP would be in-sample (it has learnt their errors). Use "
+            "cross-fitted probabilities (`ner-quality train --folds 5 ...`, then --probs) or a "
+            "model trained on other data; --allow-in-sample uses it anyway")
+    if n:
+        log.warning("--model %s trained on %d of these tasks: their DEP is in-sample", model_dir, n)
+    return n
 
 
 def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto") -> tuple[Any, Any]:

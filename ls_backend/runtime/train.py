@@ -16,6 +16,7 @@ Layout of ``out_dir`` after a run::
 
     config.json, model.safetensors, tokenizer files   the model (NerModel.load(out_dir))
     nerq.json                 labels, tags, scheme, version, training config, dataset fingerprint
+    trained_tasks.npz         hashes of the trained tasks' texts (+ labels): :mod:`analysis.fingerprint`
     dynamics/epoch_1.npz ...  per epoch (1-based; sort numerically), arr_k = (n_tokens, n_tags)
                               float16 probabilities of the k-th trained task (eval mode)
     dynamics/index.json       files in epoch order, trained task indices, tags
@@ -161,9 +162,16 @@ def train(
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _fit(run)
+        result = _fit(run)
     finally:
         torch.use_deterministic_algorithms(det_before)
+    if result.model_dir and getattr(dataset, "corpus", None) is not None:
+        # which tasks this model saw: analyze --model and the backend refuse in-sample DEP
+        from analysis import fingerprint
+
+        fingerprint.save(fingerprint.Fingerprints.of(dataset.corpus, result.task_indices),
+                         result.model_dir)
+    return result
 
 
 def _load_model(run: TrainRun) -> NerModel:
