@@ -257,4 +257,6 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     _protocol_routes(app, backend, settings)
     _ops_routes(app, backend)
     backend.resume()
+    if backend.settings.label_studio_enabled and backend.settings.label_studio_url:
+        backend.trainer.resume_crossfits()  # they read the project's tasks from Label Studio
     return app

@@ -47,6 +47,11 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
     "TRAIN_LR": ("3e-4", "Peak learning rate (AdamW, linear schedule; 3e-4 suits the small MiniLM backbone, use ~5e-5 for BERT-base-size models)."),
     "TRAIN_MIN_ANNOTATED": ("1", "Refuse to train a project with fewer annotated tasks."),
+    "TRAIN_FOLDS": ("3", "After a training, cross-fit K fold models in the background so the DEP "
+                    "written on annotated tasks comes from a model that never saw their labels "
+                    "(K more trainings on (K-1)/K of the tasks each; the full model serves "
+                    "meanwhile). 0 = off: DEP from the model trained on the tasks (in-sample, "
+                    "marked so in the task meta)."),
     "QUEUE_SIZE": ("10000", "Maximum pending live/re-score jobs in the persistent job queue "
                    "(MODEL_DIR/queue.sqlite3); further webhooks answer 503."),
     "WRITE_QUEUE_SIZE": ("200000", "Maximum pending score writes (after a training, side "
@@ -73,6 +78,13 @@ ENV_DOC: dict[str, tuple[str, str]] = {
     "NERQ_SYNC_SKEW_S": ("300", "Clock-skew margin (s) subtracted from the incremental-sync "
                          "watermark."),
 }
+
+
+def _train_folds(env: Mapping[str, str]) -> int:
+    k = _int(env, "TRAIN_FOLDS", 3, minimum=0)
+    if k == 1:
+        raise ValueError("TRAIN_FOLDS: 1 fold cannot cross-fit; use 0 (off) or at least 2")
+    return k
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -130,6 +142,7 @@ class Settings:
     train_batch_size: int = 16
     train_lr: float = 3e-4
     train_min_annotated: int = 1
+    train_folds: int = 3
     queue_size: int = 10000
     write_queue_size: int = 200_000
     queue_max_attempts: int = 8
@@ -181,6 +194,7 @@ class Settings:
             train_batch_size=_int(env, "TRAIN_BATCH_SIZE", 16, minimum=1),
             train_lr=_float(env, "TRAIN_LR", 3e-4),
             train_min_annotated=_int(env, "TRAIN_MIN_ANNOTATED", 1, minimum=1),
+            train_folds=_train_folds(env),
             queue_size=_int(env, "QUEUE_SIZE", 10000, minimum=1),
             write_queue_size=_int(env, "WRITE_QUEUE_SIZE", 200_000, minimum=1),
             queue_max_attempts=_int(env, "QUEUE_MAX_ATTEMPTS", 8, minimum=1),

@@ -453,6 +453,51 @@ def test_webhook_scores_planted_error_in_background(trained: dict[str, Any]) -> 
 
 
 @pytest.mark.model
+def test_training_dep_is_cross_fitted_and_never_overwritten_in_sample(
+        trained: dict[str, Any]) -> None:
+    """After a training every annotated task's DEP comes from a fold model that did not train
+    on it; a later live scoring of the same labels (the serving model trained on them) leaves
+    it alone, changed labels are scored and marked in-sample."""
+    c, backend = trained["client"], trained["backend"]
+    st = c.get("/status?project=3").json["projects"]["3"]
+    cf = st["train"]["crossfit"]
+    assert cf["status"] == "done" and cf["folds"] == 3 and cf["tasks"] == len(SENTS), cf
+    scores = {t["id"]: c.get(f"/score?project=3&task={t['id']}").json for t in trained["tasks"]}
+    # (earlier tests reuse some task ids for other texts: those carry no annotation meta)
+    metas = {tid: s["meta"]["ner_quality"] for tid, s in scores.items() if "meta" in s}
+    # tasks still carrying their training annotation (earlier tests re-annotate some)
+    orig = {t["id"] for t in trained["tasks"] if t["id"] in metas
+            and metas[t["id"]]["annotation_id"] == t["annotations"][0]["id"]}
+    assert len(orig) >= len(SENTS) - 2
+    assert {metas[i]["dep_source"] for i in orig} == {"cross-fit"}
+    assert {m["model_version"] for m in metas.values()} == {st["model_version"]}
+    assert st["thresholds"] is not None
+    t = next(t for t in trained["tasks"] if t["id"] in orig)
+    same = {"action": "ANNOTATION_UPDATED", "project": {"id": 3},
+            "task": {"id": t["id"], "project": 3, "data": t["data"]},
+            "annotation": t["annotations"][0]}
+    # (a pending write of the cross-fit, Label Studio being absent here, is replaced by the
+    # live job; the live scoring finds the labels trained on and writes the cross-fit overlay)
+    assert c.post("/webhook", json=same).json["scoring"] in ("queued", "deduplicated")
+    assert backend.drain(120)
+    assert c.get(f"/score?project=3&task={t['id']}").json["meta"]["ner_quality"] == metas[t["id"]]
+    text = t["data"]["text"]
+    word = t["annotations"][0]["result"][0]["value"]["text"]
+    other = "MISC" if t["annotations"][0]["result"][0]["value"]["labels"][0] != "MISC" else "ORG"
+    changed = {**same, "annotation": {"id": 9001, "result": [region(text, word, other)]}}
+    assert c.post("/webhook", json=changed).json["scoring"] in ("queued", "deduplicated")
+    assert backend.drain(120)
+    meta = c.get(f"/score?project=3&task={t['id']}").json["meta"]["ner_quality"]
+    assert meta["dep_source"] == "in-sample" and meta["annotation_id"] == 9001
+    # changed back to the trained labels: the in-sample score of 9001 is stale, not skipped
+    assert c.post("/webhook", json=same).json["scoring"] in ("queued", "deduplicated")
+    assert backend.drain(120)
+    meta = c.get(f"/score?project=3&task={t['id']}").json["meta"]["ner_quality"]
+    assert meta["annotation_id"] == t["annotations"][0]["id"]
+    assert meta["dep_source"] == "in-sample"
+
+
+@pytest.mark.model
 def test_predict_on_annotated_task_scores_it_too(trained: dict[str, Any]) -> None:
     c, backend = trained["client"], trained["backend"]
     setup_project(c)
@@ -473,13 +518,13 @@ def test_restart_serves_trained_version_with_its_index(trained: dict[str, Any]) 
     v = setup_project(trained["client"])
     c2 = make_app(trained["dir"], SIMILAR_K="3").test_client()
     assert c2.get("/health").json["projects"]["3"]["model_version"] == v
-    text = SENTS[4][0]
+    text = "Microsoft hired Anna Berg in Oslo ."  # not a training task: scored live
     body = {"action": "ANNOTATION_CREATED", "project": {"id": 3},
-            "task": {"id": 5, "project": 3, "data": {"text": text}},
+            "task": {"id": 50, "project": 3, "data": {"text": text}},
             "annotation": {"id": 7001, "result": [region(text, "Microsoft", "ORG"),
-                                                  region(text, "John Smith", "PER", 1)]}}
+                                                  region(text, "Anna Berg", "PER", 1)]}}
     assert c2.post("/webhook", json=body).json["scoring"] == "queued"
     assert c2.application.extensions["nerq_backend"].drain(120)
-    meta = c2.get("/score?project=3&task=5").json["meta"]["ner_quality"]
-    assert meta["model_version"] == v
+    meta = c2.get("/score?project=3&task=50").json["meta"]["ner_quality"]
+    assert meta["model_version"] == v and meta["dep_source"] == "unseen"
     assert any(s["similar"] for s in meta["spans"])  # the persisted index was loaded

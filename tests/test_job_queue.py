@@ -151,3 +151,19 @@ def test_put_many_is_all_or_nothing(tmp_path: Path) -> None:
     jobs = q.take(10, timeout=0)
     assert sorted(j.task_id for j in jobs) == [0, 1, 2, 20]
     assert [j.seq for j in jobs] == sorted(j.seq for j in jobs)
+
+
+def test_a_live_job_that_replaces_a_pending_score_keeps_it_as_fallback(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    q = ScoreQueue(path, 100)
+    crossfit = {"meta": {"ner_quality": {"dep": 0.7, "dep_source": "cross-fit"}}}
+    q.put(ScoreJob("1", 9, fields=crossfit))  # the cross-fit's write, not yet done
+    q.put(ScoreJob("1", 9, task={"id": 9}, annotation={"result": []}))  # then a webhook
+    q.close()
+    (job,) = ScoreQueue(path, 100).take(10, timeout=0)  # also across a restart
+    assert job.fields is None and job.task == {"id": 9} and job.priority == LIVE
+    assert job.fallback == crossfit
+    q2 = ScoreQueue(tmp_path / "q2.sqlite3", 100)
+    q2.put(ScoreJob("1", 9, task={"id": 9}))
+    (job,) = q2.take(10, timeout=0)
+    assert job.fallback is None  # nothing was replaced

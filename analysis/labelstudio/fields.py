@@ -44,6 +44,9 @@ __all__ = [
     "check_meta_keys",
     "META_SCHEMA",
     "META_FIELDS",
+    "DEP_CROSSFIT",
+    "DEP_UNSEEN",
+    "DEP_IN_SAMPLE",
     "VOLATILE_META",
     "task_meta",
 ]
@@ -174,12 +177,15 @@ def check_meta_keys(meta: Mapping[str, Any], *, where: str = "") -> None:
 
 
 #: version of the ``meta["ner_quality"]`` schema (:func:`task_meta`)
-META_SCHEMA = 2
+META_SCHEMA = 3
 #: the keys of ``meta["ner_quality"]``, in this order (None where a writer cannot know a value)
 META_FIELDS: tuple[str, ...] = (
-    "schema", "source", "model_version", "dep", "category", "errors", "spans", "ghosts",
+    "schema", "source", "model_version", "dep", "dep_source", "category", "errors", "spans",
+    "ghosts",
     "alerts", "annotation_id", "uncertainty", "confidence", "written_at",
 )
+#: ``dep_source`` values of the backend (:func:`task_meta`)
+DEP_CROSSFIT, DEP_UNSEEN, DEP_IN_SAMPLE = "cross-fit", "unseen", "in-sample"
 #: meta keys that change on every write (ignored when deciding whether a write is needed)
 VOLATILE_META = frozenset({"written_at"})
 
@@ -189,6 +195,7 @@ def task_meta(
     source: str,
     model_version: str,
     dep: float | None,
+    dep_source: str | None,
     category: str | None,
     errors: Mapping[str, int] | None,
     spans: list[dict[str, Any]],
@@ -206,6 +213,10 @@ def task_meta(
     source : ``"backend"`` (live scoring) or ``"push"`` (``ner-quality push``)
     model_version : the model whose probabilities scored the task
     dep, category : task DEP and its category (``easy`` / ``hard`` / ``mislabeled``)
+    dep_source : what the DEP probabilities came from: :data:`DEP_CROSSFIT` (a fold model
+        that did not train on the task), :data:`DEP_UNSEEN` (the serving model, trained before
+        this annotation), :data:`DEP_IN_SAMPLE` (a model trained on these labels:
+        ``TRAIN_FOLDS=0``), or the analysis's own description (``push``)
     errors : counts of every kind of :data:`analysis.errors.KINDS` against the model
     spans : one record per gold span: ``start, end, text, label, dep, suspect, error,
         predicted`` (overlapping predicted spans) and ``similar`` (spans of other tasks with
@@ -219,7 +230,7 @@ def task_meta(
     if source not in ("backend", "push"):
         raise ValueError(f"source must be 'backend' or 'push', got {source!r}")
     values = {"schema": META_SCHEMA, "source": source, "model_version": model_version,
-              "dep": dep, "category": category,
+              "dep": dep, "dep_source": dep_source, "category": category,
               "errors": None if errors is None else {k: int(v) for k, v in errors.items()},
               "spans": spans, "ghosts": ghosts, "alerts": alerts, "annotation_id": annotation_id,
               "uncertainty": uncertainty, "confidence": confidence, "written_at": written_at}

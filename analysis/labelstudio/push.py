@@ -117,6 +117,7 @@ def _updates(analysis: Any, model_version: str, flagged_by: Mapping[int, list[st
         gold_suspect=None if dep is None else dep.gold_span_suspect,
         pred_dep=None if dep is None else dep.pred_dep) if comp is not None else {}
     category = None if dep is None else dep.category
+    dep_source = None if analysis.metrics.dep is None else analysis.metrics.dep.source
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = []
     for i in range(corpus.n_tasks):
@@ -125,7 +126,7 @@ def _updates(analysis: Any, model_version: str, flagged_by: Mapping[int, list[st
         row = None if errs is None else {k: int(v) for k, v in zip(KINDS, errs[i].tolist())}
         spans, ghosts = records.get(i, ([], []))
         meta = lsf.task_meta(
-            source="push", model_version=model_version, dep=d,
+            source="push", model_version=model_version, dep=d, dep_source=dep_source,
             category=None if category is None else category[i], errors=row, spans=spans,
             ghosts=ghosts, alerts=sorted(flagged_by.get(tid, [])), annotation_id=None,
             uncertainty=None, confidence=None, written_at=now)

@@ -230,9 +230,11 @@ class Backend(QueueWorker):
         # scores of tasks that already carry an annotation.
         if st.trained:
             index = self.models.get_index((st.project, version), st.model_path)
+            skip, source = self.provenance(st, prepared)
             overlays = scoring.score_tasks(
                 prepared, preds, model=model, version=version, index=index,
                 similar_k=self.settings.similar_k, thresholds=st.thresholds,
+                dep_source=source, skip=skip,
             ).overlays
             for task_id, overlay in overlays.items():
                 self.remember(st.project, task_id, overlay)

@@ -28,6 +28,7 @@ class ModelCache:
         self._models: dict[tuple[str, str], Any] = {}
         self._indexes: dict[tuple[str, str], Any] = {}
         self._base_trained: dict[tuple[str, ...], bool] = {}
+        self._fingerprints: dict[str, Any] = {}
 
     def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._lock:
@@ -101,6 +102,25 @@ class ModelCache:
                 self._indexes[key] = idx
             return self._indexes[key]
 
+    def fingerprints(self, path: str | None) -> Any:
+        """The training-task fingerprints of the model at ``path``
+        (:mod:`analysis.fingerprint`; None for the base model or a model without them)."""
+        if path is None:
+            return None
+        with self._lock:
+            if path in self._fingerprints:
+                return self._fingerprints[path]
+        from analysis import fingerprint
+
+        try:
+            fp = fingerprint.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.error("cannot read the training fingerprints of %s: %s", path, exc)
+            fp = None
+        with self._lock:
+            self._fingerprints[path] = fp
+        return fp
+
     def set_index(self, key: tuple[str, str], index: Any) -> None:
         with self._lock:
             self._indexes[key] = index
@@ -115,6 +135,7 @@ class ModelCache:
             for d in (self._models, self._indexes):
                 for k in [k for k in d if k[0] == project and k[1] != keep]:
                     del d[k]
+            self._fingerprints.clear()  # cheap to reload; removed versions must not linger
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -68,8 +68,11 @@ class ScoreJob:
     ``task`` is the task dict as Label Studio sent it (``None``: fetch it), ``annotation`` the
     annotation to score (``None``: the task's latest).  ``fields`` holds a ready overlay
     ``{"data": {...}, "meta": {...}}`` to write as is (scores computed in a /predict pass or
-    after training).  ``priority`` defaults from what the job carries (see the module
-    docstring); ``seq`` and ``attempts`` are set by the queue.
+    after training).  ``fallback`` is the ready overlay of a pending job this one replaced
+    (newest wins): written when scoring this job finds nothing newer to write (the serving
+    model trained on the task as it is, so the cross-fitted overlay stands).  ``priority``
+    defaults from what the job carries (see the module docstring); ``seq`` and ``attempts``
+    are set by the queue.
     """
 
     project: str
@@ -77,6 +80,7 @@ class ScoreJob:
     task: dict[str, Any] | None = None
     annotation: dict[str, Any] | None = None
     fields: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None
     enqueued_at: float = field(default_factory=time.time)
     priority: int | None = None
     seq: int = 0
@@ -94,7 +98,7 @@ class ScoreJob:
     def payload(self) -> str:
         # ASCII JSON: lone surrogates and any other code point survive the round trip
         return json.dumps({"task": self.task, "annotation": self.annotation,
-                           "fields": self.fields}, ensure_ascii=True)
+                           "fields": self.fields, "fallback": self.fallback}, ensure_ascii=True)
 
 
 class ScoreQueue:
@@ -180,10 +184,13 @@ class ScoreQueue:
             job.key).fetchone()
         pending = old is not None and old[1] == "pending"
         if pending:
-            old_fields = json.loads(old[2]).get("fields")
+            old_payload = json.loads(old[2])
+            old_fields = old_payload.get("fields")
             if job.fields is None and old_fields is not None and job.task is None:
                 self._bump("deduplicated")
                 return False  # a precomputed score is at least as fresh as a re-fetch
+            if job.fields is None and job.fallback is None:
+                job.fallback = old_fields or old_payload.get("fallback")
         else:
             self._check_bound(job.priority)
         priority = min(job.priority, int(old[0])) if pending else job.priority
@@ -251,6 +258,7 @@ class ScoreQueue:
             p = json.loads(payload)
             out.append(ScoreJob(project, int(task_id), task=p.get("task"),
                                 annotation=p.get("annotation"), fields=p.get("fields"),
+                                fallback=p.get("fallback"),
                                 enqueued_at=float(enqueued_at), priority=int(priority),
                                 seq=int(seq), attempts=int(attempts)))
         return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ from analysis.spans import TokenSpan
 logger = logging.getLogger(__name__)
 
 __all__ = ["Prepared", "prepare_tasks", "run_model", "empty_results",
-           "prediction_results", "score_tasks", "Scores", "tagset_of"]
+           "prediction_results", "score_tasks", "Scores", "tagset_of", "provenance"]
 
 
 @dataclass
@@ -172,6 +172,38 @@ def tagset_of(model: Any) -> Any:
     return TagSet(tuple(model.tags), getattr(model, "scheme", "iob2"))
 
 
+def provenance(fp: Any, prepared: Prepared, *, crossfit: bool,
+               last_source: Callable[[int], str | None] | None = None,
+               ) -> tuple[np.ndarray | None, str | list[str]]:
+    """``(skip, dep_source)`` for :func:`score_tasks` with a model whose training tasks are
+    ``fp`` (:class:`analysis.fingerprint.Fingerprints`, None when unknown).
+
+    A task the model trained on *with these very labels* is skipped when the project
+    cross-fits (its cross-fitted DEP stands) — unless ``last_source(task_id)`` says the score
+    last written on it came from elsewhere (its labels were changed and then changed back:
+    that score is stale, the task is scored again); a task whose text it trained on (the
+    labels have changed since, or cross-fitting is off) is scored and marked ``in-sample``;
+    any other task is ``unseen``.
+    """
+    if fp is None:
+        return None, lsf.DEP_UNSEEN
+    from analysis import fingerprint
+
+    corpus = prepared.dataset.corpus
+    text = fingerprint.seen(fp, corpus)
+    src = [lsf.DEP_IN_SAMPLE if x else lsf.DEP_UNSEEN for x in text.tolist()]
+    if not crossfit:
+        return None, src
+    skip = fingerprint.seen(fp, corpus, labels=True)
+    if last_source is not None:
+        for i in np.flatnonzero(skip):
+            tid = prepared.dataset.tasks[i].id
+            last = None if tid is None else last_source(tid)
+            if last is not None and last != lsf.DEP_CROSSFIT:
+                skip[i] = False
+    return skip, src
+
+
 @dataclass
 class Scores:
     """What :func:`score_tasks` computed: the overlays to write (keyed by Label Studio task id)
@@ -190,6 +222,10 @@ def score_tasks(
     index: Any,
     similar_k: int,
     thresholds: Mapping[str, Any] | None | Literal["fit"] = None,
+    dep_probs: Sequence[np.ndarray | None] | None = None,
+    dep_source: str | Sequence[str] = lsf.DEP_UNSEEN,
+    annotated_only: bool = False,
+    skip: np.ndarray | None = None,
 ) -> Scores:
     """Overlays ``{"data": {...}, "meta": {...}}`` to write, keyed by Label Studio task id.
 
@@ -200,6 +236,13 @@ def score_tasks(
     ``thresholds`` decides the ``category`` written: ``"fit"`` — the thresholds fitted on these
     tasks (a whole project after a training); a mapping ``{"easy", "mislabeled"}`` — the
     project's stored thresholds (live scoring); ``None`` — no category.
+
+    ``dep_probs``: per task, the probabilities DEP (and the error types) are computed from
+    instead of ``preds[k].probs`` — the out-of-fold probabilities of a cross-fit, so no
+    annotated task is scored by a model that trained on it; ``dep_source`` names where they
+    came from (written to the meta; one value, or one per task).  ``annotated_only``: no
+    overlays for unannotated tasks.  ``skip``: (n_tasks,) bool, annotated tasks to leave
+    alone (the serving model trained on them as they are: their cross-fitted DEP stands).
     """
     from analysis.dep import compute_dep
     from analysis.labelstudio.records import task_span_records
@@ -211,14 +254,18 @@ def score_tasks(
     corpus = ds.corpus
     out: dict[int, dict[str, Any]] = {}
     for k, t in enumerate(ds.tasks):
-        if t.id is not None and t.gold is None:
+        if t.id is not None and t.gold is None and not annotated_only:
             out[t.id] = {"data": {lsf.UNCERTAINTY: round(float(preds[k].entropy), 6),
                                   lsf.MODEL_VERSION: version}}
-    ann = [k for k, t in enumerate(ds.tasks) if t.gold is not None and t.id is not None]
+    ann = [k for k, t in enumerate(ds.tasks) if t.gold is not None and t.id is not None
+           and (skip is None or not skip[k])]
     if not ann:
         return Scores(out)
-    output = ModelOutput.from_arrays([np.asarray(p.probs, dtype=np.float32) for p in preds],
-                                     tagset_of(model))
+    if dep_probs is not None and len(dep_probs) != len(preds):
+        raise ValueError(f"dep_probs has {len(dep_probs)} entries for {len(preds)} tasks")
+    probs = [np.asarray(p.probs if dep_probs is None or dep_probs[k] is None else dep_probs[k],
+                        dtype=np.float32) for k, p in enumerate(preds)]
+    output = ModelOutput.from_arrays(probs, tagset_of(model))
     dep = compute_dep(corpus, output)
     assert dep.alignment is not None and dep.pred_chars is not None  # set by compute_dep
     records = task_span_records(corpus, dep.alignment, dep.pred_chars,
@@ -244,7 +291,9 @@ def score_tasks(
         data = dict(lsf.task_fields(d, counts, version))
         data[lsf.UNCERTAINTY] = round(float(p.entropy), 6)
         meta = lsf.task_meta(
-            source="backend", model_version=version, dep=round(d, 6), category=cats[k],
+            source="backend", model_version=version, dep=round(d, 6),
+            dep_source=dep_source if isinstance(dep_source, str) else dep_source[k],
+            category=cats[k],
             errors=counts, spans=spans,
             ghosts=ghosts, alerts=None, annotation_id=t.annotation_id,
             uncertainty=round(float(p.entropy), 6), confidence=round(float(p.score), 6),

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ProjectState", "StateStore", "project_id", "base_version", "TRAIN_STATUSES"]
 
-TRAIN_STATUSES = ("idle", "queued", "running", "done", "failed", "interrupted")
+TRAIN_STATUSES = ("idle", "queued", "running", "crossfit", "done", "failed", "interrupted")
 _PID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -163,7 +163,13 @@ class StateStore:
                 except (OSError, ValueError, TypeError) as exc:
                     logger.error("ignoring unreadable project state %s: %s", path, exc)
                     continue
-                if st.train.get("status") in ("queued", "running"):
+                if st.train.get("status") == "crossfit":
+                    logger.warning("project %s: the cross-fit of %s was cut short when the "
+                                   "backend stopped; it runs again", st.project, st.model_version)
+                    st.train = {**st.train, "status": "interrupted",
+                                "crossfit": {**(st.train.get("crossfit") or {}),
+                                             "status": "interrupted"}}
+                elif st.train.get("status") in ("queued", "running"):
                     logger.warning(
                         "project %s: training %s when the backend stopped; marked interrupted, "
                         "version %s keeps serving", st.project, st.train.get("status"),

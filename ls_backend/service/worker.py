@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.labelstudio import fields as lsf
 from ls_backend.settings import Settings
 
 from .errors import QueueFull
@@ -45,6 +46,7 @@ class QueueWorker:
     store: StateStore
     models: ModelCache
     stats: dict[str, int]
+    recent_scores: Any
     _meta_lock: Any
     _stop: threading.Event
     _worker: threading.Thread | None
@@ -200,9 +202,11 @@ class QueueWorker:
         index = self.models.get_index(key, st.model_path)
         index = span_index.update_index(index, prepared, preds)
         self.models.set_index(key, index)
+        skip, source = self.provenance(st, prepared)
         overlays = scoring.score_tasks(
             prepared, preds, model=model, version=st.model_version, index=index,
             similar_k=self.settings.similar_k, thresholds=st.thresholds,
+            dep_source=source, skip=skip,
         ).overlays
         if st.model_path and index is not None:
             try:
@@ -212,7 +216,7 @@ class QueueWorker:
         out, finished = [], []
         for pos in prepared.positions:
             j = owners[pos]
-            overlay = overlays.get(j.task_id)
+            overlay = overlays.get(j.task_id) or j.fallback
             if overlay is None:
                 finished.append(j)
                 continue
@@ -222,6 +226,21 @@ class QueueWorker:
         with self._meta_lock:
             self.stats["scored"] += len(overlays)
         return out, finished
+
+    def provenance(self, st: Any, prepared: Any) -> tuple[Any, Any]:
+        """:func:`scoring.provenance` for ``st``'s serving model; the score last written on a
+        task (``recent_scores``) tells whether its cross-fitted DEP still stands."""
+        from . import scoring
+
+        def last_source(tid: int) -> str | None:
+            with self._meta_lock:
+                o = self.recent_scores.get((st.project, tid))
+            meta = ((o or {}).get("meta") or {}).get(lsf.META_KEY) or {}
+            return meta.get("dep_source") if o else None
+
+        return scoring.provenance(self.models.fingerprints(st.model_path), prepared,
+                                  crossfit=self.settings.train_folds >= 2,
+                                  last_source=last_source)
 
     def _fetch_tasks(self, pid: str, jobs: list[ScoreJob]) -> dict[int, dict[str, Any]]:
         """Read the tasks of ``jobs`` through the task list (one request per page)."""
