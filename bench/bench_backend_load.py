@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "MODEL_DIR": str(tmp / "models"), "DEVICE": args.device,
            "LOG_LEVEL": "WARNING", "TRAIN_EVERY_N_ANNOTATIONS": "0", "TRAIN_EPOCHS": "50",
            "TRAIN_MAX_STEPS": str(args.train_steps), "TRAIN_LR": "2e-4",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TRAIN_FOLDS": "0"}
     env.pop("LABEL_STUDIO_URL", None)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     log = open(tmp / "server.log", "w")

@@ -140,6 +140,18 @@ def test_connect_annotate_train(world: Any) -> None:
     assert st["train"]["status"] == "done", st
     world.version = st["model_version"]
     assert world.version.startswith("nerq-") and st["trained"]
+    assert st["train"]["crossfit"]["status"] == "done", st["train"]  # TRAIN_FOLDS default 3
+    # every annotated task's DEP in Label Studio comes from a fold model that did not train on it
+    annotated = world.task_ids[:len(SENTS)]
+
+    def crossfitted() -> Any:
+        metas = [(t.get("meta") or {}).get("ner_quality") or {}
+                 for t in world.api.tasks_by_id(pid, annotated).values()]
+        return len(metas) == len(annotated) and all(
+            m.get("dep_source") == "cross-fit" and m.get("model_version") == world.version
+            for m in metas) and metas
+
+    wait_for(crossfitted, 120, "cross-fitted DEP on the annotated tasks", interval=2)
 
 
 def _predictions(api: Any, pid: int) -> dict[int, list[dict[str, Any]]]:
