@@ -200,8 +200,10 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
     probs = tmp_path / "test_probs.npz"
     np.savez(probs, *arrays)
     out = tmp_path / "scores.jsonl"
+    # (--no-embed: here the probabilities carry the errors and the labels are right, so the
+    # neighbour signal rightly finds every label consistent; the embedding path has its tests)
     res = cli("--data", str(path), "--probs", str(probs), "--out", str(out),
-              "--labels", ",".join(tags))
+              "--labels", ",".join(tags), "--no-embed")
     assert res.returncode == 0, res.stderr
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == len(ds.tasks)
@@ -249,3 +251,63 @@ def test_scorer_and_error_model_options(small: tuple[Path, Path], tmp_path: Path
     assert bad.returncode == 2
     assert str(path) in bad.stderr and "no model for unit type" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------- bring-your-own probabilities
+
+
+def _repeated_form(tmp_path: Path) -> tuple[Path, Path, int]:
+    """12 sentences "<City> beat <Team> 2 - 1 ." where the team is ORG, one of them labelled
+    LOC (a repeated surface form mislabelled in one context); the "model" agrees with every
+    label (p = 0.9), so only the dataset itself can tell."""
+    teams = ["Leeds", "Chelsea", "Arsenal", "Everton", "Fulham", "Wigan"]
+    rows, arrays, wrong = [], [], 7
+    tags = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    for i in range(12):
+        lab = "LOC" if i == wrong else "ORG"
+        toks = [("Boston", "O"), ("beat", "O"), (teams[i % len(teams)], f"B-{lab}"),
+                ("2", "O"), ("-", "O"), ("1", "O"), (".", "O")]
+        rows += [f"{w}\t{t}" for w, t in toks] + [""]
+        arrays.append(onehot([tags.index(t) for _, t in toks]))
+    data = tmp_path / "teams.conll"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    from analysis.probs import ModelOutput, save_output
+    from analysis.tags import TagSet
+
+    probs = save_output(tmp_path / "teams.npz", ModelOutput.from_arrays(arrays, TagSet(tuple(tags))))
+    return data, probs, wrong
+
+
+@pytest.mark.model
+def test_probs_only_path_embeds_the_spans_unless_told_not_to(tmp_path: Path) -> None:
+    data, probs, wrong = _repeated_form(tmp_path)
+    res = cli("--data", str(data), "--probs", str(probs), "--json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert "embedding 12 gold spans with the packaged MiniLM backbone" in res.stderr
+    assert json.loads(res.stdout)["summary"]["span_embeddings"] == 12
+    res = cli("--data", str(data), "--probs", str(probs), "--json", "--no-embed")
+    assert res.returncode == 0, res.stderr
+    assert "embedding" not in res.stderr
+    assert json.loads(res.stdout)["summary"]["span_embeddings"] is None
+    # by construction: the surface vote alone cannot tell the mislabelled "Chelsea" (LOC) from
+    # its twin labelled ORG (each is half of the form's votes); the neighbour signal over the
+    # embeddings (every similar span is ORG) ranks the mislabelled one strictly first
+    runs = {}
+    for flag in ("--embed", "--no-embed"):
+        res = cli("--data", str(data), "--probs", str(probs), "--json", "--scorer", "signals",
+                  "--device", "cpu", flag)
+        assert res.returncode == 0, res.stderr
+        runs[flag] = {t["index"]: t["dep"] for t in json.loads(res.stdout)["tasks"]}
+    twin = 1  # the other "Chelsea", labelled ORG
+    assert runs["--no-embed"][wrong] == runs["--no-embed"][twin]
+    dep = runs["--embed"]
+    assert dep[wrong] > max(d for i, d in dep.items() if i != wrong), dep
+
+
+def test_bad_probabilities_fail_before_the_embedding(small: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    data, _ = small
+    bad = save_probs(tmp_path / "bad.npz", [onehot([BP, O, O, BL, O]), onehot([BL, O]),
+                                            onehot([O, O, O, BL]), onehot([BP, IP, O])])
+    res = cli("--data", str(data), "--probs", str(bad))
+    assert res.returncode == 2 and "embedding" not in res.stderr

@@ -45,6 +45,13 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                    help="tag columns of an old-format --probs file (O,B-L1,I-L1,...)")
     p.add_argument("--model", metavar="DIR", help="model directory: predict the probabilities")
     p.add_argument("--device", default=None, help="device for --model (default $DEVICE or auto)")
+    emb = p.add_mutually_exclusive_group()
+    emb.add_argument("--no-embed", action="store_true",
+                     help="with --probs: do not embed the gold spans with the packaged backbone "
+                          "(the DEP neighbour signal; automatic up to 20,000 tasks, ~25 s per "
+                          "5,000 sentences on 2 CPU cores)")
+    emb.add_argument("--embed", action="store_true",
+                     help="with --probs: embed the gold spans whatever the dataset's size")
     p.add_argument("--allow-in-sample", action="store_true",
                    help="use a --model that trained on these very tasks (its DEP is in-sample: "
                         "it has learnt their labels, errors included, and misses most of them)")
@@ -173,6 +180,10 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     if args.probs:
         inp.output = read_probs(args.probs, args.labels, dataset=ds)
         inp.dep_source = f"probabilities {args.probs}"
+        if not args.no_embed and ds.corpus.annotated.any():
+            check_output(ds.corpus, inp.output, args.probs)  # bad input fails before the wait
+            inp.span_vectors = embed_for_dep(ds.corpus, ds.labels, force=args.embed,
+                                             device=args.device or args.settings.device)
     elif args.model:
         n_seen = check_in_sample(ds, args.model, allow=getattr(args, "allow_in_sample", False))
         inp.output, inp.span_vectors = predict_with_model(
@@ -180,6 +191,52 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         inp.dep_source = f"model {args.model}" + (
             f" (in-sample on {n_seen} of {ds.corpus.n_tasks} tasks)" if n_seen else "")
     return inp
+
+
+#: above this many tasks the automatic embedding is skipped (it runs at ~200 sentences/s on
+#: 2 CPU cores: 20,000 tasks take ~2 min); ``--embed`` forces it
+EMBED_AUTO_MAX_TASKS = 20_000
+
+
+def check_output(corpus: Any, output: Any, path: str) -> None:
+    """The checks :func:`analysis.dep.compute_dep` makes on ``output``, raised naming ``path``."""
+    from analysis.dep.inputs import as_output, check_probs
+    from analysis.exceptions import DataError
+
+    try:
+        check_probs(corpus, as_output(corpus, output, None), tol=1e-3)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def embed_for_dep(corpus: Any, labels: Any, *, device: str = "auto",
+                  force: bool = False) -> Any:
+    """Gold span embeddings from the packaged backbone for the DEP neighbour signal, or None
+    (no gold span; more than :data:`EMBED_AUTO_MAX_TASKS` tasks without ``force``; or the
+    backbone cannot load: each said in one line, DEP goes on without)."""
+    import time
+
+    from ls_backend.runtime.embed import embed_gold_spans
+
+    n = len(corpus.gold_tokens.task)
+    if not n:
+        return None
+    if corpus.n_tasks > EMBED_AUTO_MAX_TASKS and not force:
+        print(f"note: {corpus.n_tasks} tasks: not embedding the gold spans for the DEP "
+              f"neighbour signal (automatic up to {EMBED_AUTO_MAX_TASKS}; --embed forces it, "
+              f"~{corpus.n_tasks / 200 / 60:.0f} min on 2 CPU cores)", file=sys.stderr)
+        return None
+    print(f"note: embedding {n} gold spans with the packaged MiniLM backbone for the DEP "
+          "neighbour signal (--no-embed skips it) ...", file=sys.stderr, flush=True)
+    t0 = time.time()
+    try:
+        out = embed_gold_spans(corpus, labels, device=device)
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        log.warning("no span embeddings (%s: %s); DEP without the neighbour signal",
+                    type(exc).__name__, exc)
+        return None
+    print(f"note: embedded {n} spans in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    return out
 
 
 def check_in_sample(ds: Any, model_dir: str, *, allow: bool) -> int:
@@ -235,7 +292,7 @@ def run_analysis(args: argparse.Namespace) -> tuple[Any, Inputs]:
     corpus = inp.dataset.corpus
     dep = None
     if inp.output is not None and corpus.annotated.any():
-        dep = compute_dep(corpus, inp.output)
+        dep = compute_dep(corpus, inp.output, span_embeddings=inp.span_vectors)
     res = analyze(corpus, dep=dep, dep_source=inp.dep_source, zero_diagonal=args.zero_diagonal,
                   dup_threshold=args.dup_threshold, seed=args.seed)
     return res, inp
