@@ -31,6 +31,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def add_embed_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """``--no-embed`` / ``--embed``: the gold span embedding of :func:`embed_for_dep`."""
+    emb = p.add_mutually_exclusive_group()
+    emb.add_argument("--no-embed", action="store_true",
+                     help=f"{prefix}do not embed the gold spans with the packaged backbone (the "
+                          "DEP neighbour signal; automatic up to 20,000 tasks, ~25 s per 5,000 "
+                          "sentences on 2 CPU cores)")
+    emb.add_argument("--embed", action="store_true",
+                     help=f"{prefix}embed the gold spans whatever the dataset's size")
+
+
 def add_input_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--project", type=int, metavar="ID", help="analyze the synced store of project ID")
@@ -45,13 +56,7 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                    help="tag columns of an old-format --probs file (O,B-L1,I-L1,...)")
     p.add_argument("--model", metavar="DIR", help="model directory: predict the probabilities")
     p.add_argument("--device", default=None, help="device for --model (default $DEVICE or auto)")
-    emb = p.add_mutually_exclusive_group()
-    emb.add_argument("--no-embed", action="store_true",
-                     help="with --probs: do not embed the gold spans with the packaged backbone "
-                          "(the DEP neighbour signal; automatic up to 20,000 tasks, ~25 s per "
-                          "5,000 sentences on 2 CPU cores)")
-    emb.add_argument("--embed", action="store_true",
-                     help="with --probs: embed the gold spans whatever the dataset's size")
+    add_embed_args(p, prefix="with --probs: ")
     p.add_argument("--allow-in-sample", action="store_true",
                    help="use a --model that trained on these very tasks (its DEP is in-sample: "
                         "it has learnt their labels, errors included, and misses most of them)")

@@ -32,6 +32,8 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .analyze import add_embed_args
+
     p = sub.add_parser(
         "dep",
         help="DEP (how likely each annotation is wrong) from saved per-token probabilities",
@@ -76,13 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="error model file (default: the packaged one; fit your own with "
              "bench/fit_error_model.py or bench/bench_detection.py --write-error-model)",
     )
-    emb = p.add_mutually_exclusive_group()
-    emb.add_argument("--no-embed", action="store_true",
-                     help="do not embed the gold spans with the packaged backbone (the "
-                          "neighbour signal; automatic up to 20,000 tasks, ~25 s per 5,000 "
-                          "sentences on 2 CPU cores)")
-    emb.add_argument("--embed", action="store_true",
-                     help="embed the gold spans whatever the dataset's size")
+    add_embed_args(p)
     p.add_argument("--device", default=None, help="device for the embedding (default $DEVICE)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object on stdout")
