@@ -65,7 +65,8 @@ def subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     return dataclasses.replace(ds, tasks=tasks)
 
 
-def ranking_metrics(score: np.ndarray, y: np.ndarray, kinds: np.ndarray) -> dict[str, Any]:
+def ranking_metrics(score: np.ndarray, y: np.ndarray, kinds: np.ndarray,
+                    kind_names: tuple[str, ...] = NOISE_KINDS) -> dict[str, Any]:
     """AUROC, AP, P@K and recall per kind at K (K = number of positives)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -81,7 +82,7 @@ def ranking_metrics(score: np.ndarray, y: np.ndarray, kinds: np.ndarray) -> dict
         "precision_at_k": round(float(y[top].mean()), 4) if k else None,
         "recall_at_k": {},
     }
-    for kind in NOISE_KINDS:
+    for kind in kind_names:
         m = kinds == kind
         out["recall_at_k"][kind] = round(float(top[m].mean()), 4) if m.any() else None
     return out
@@ -110,19 +111,9 @@ def cleanlab_scores(ds: Dataset, probs: list[np.ndarray], tags: tuple[str, ...])
 
 def span_embeddings(ds: Dataset, *, device: str) -> np.ndarray:
     """(n_gold_spans, dim) embeddings in ``ds.gold_table()`` order, from the MiniLM backbone."""
-    from ls_backend.runtime import NerModel
+    from ls_backend.runtime.embed import embed_gold_spans
 
-    model = NerModel.load(None, labels=ds.labels, device=device, fresh_head=True)
-    spans = [token_spans(t, "gold", warn=False) for t in ds.tasks]
-    preds = model.predict([t.tokens for t in ds.tasks], spans=spans, batch_tokens=8192)
-    rows = []
-    for t, sp, p in zip(ds.tasks, spans, preds):
-        emb = p.extra_embeddings
-        if len(sp):
-            # token_spans keeps gold order (sorted by start) == gold_table order within a task
-            rows.append(np.asarray(emb, dtype=np.float32))
-    dim = model.embedding_dim
-    return np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+    return embed_gold_spans(ds.corpus, ds.labels, device=device)
 
 
 def unit_view(res: Any, n_tasks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ from analysis.dataset import Dataset, token_spans  # noqa: E402
 from analysis.probs import load_probs  # noqa: E402
 from analysis.tags import tag_names  # noqa: E402
 from bench.bench_detection import cleanlab_scores, span_embeddings  # noqa: E402
+from bench.bench_detection import ranking_metrics as detection_metrics  # noqa: E402
 
 log = logging.getLogger("bench_real_errors")
 
@@ -96,22 +97,11 @@ def truth(orig: Dataset, clean: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ranking_metrics(score: np.ndarray, y: np.ndarray, kinds: np.ndarray) -> dict[str, Any]:
-    """AUROC, AP, P@K and recall per kind at K (K = number of real errors)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)
-    k = int(y.sum())
-    top = np.zeros(len(y), dtype=bool)
-    top[np.argsort(-score, kind="stable")[:k]] = True
-    return {
-        "auroc": round(float(roc_auc_score(y, score)), 4),
-        "ap": round(float(average_precision_score(y, score)), 4),
-        "k": k,
-        "precision_at_k": round(float(y[top].mean()), 4) if k else None,
-        "recall_at_k": {kind: (round(float(top[kinds == kind].mean()), 4)
-                               if (kinds == kind).any() else None) for kind in KINDS},
-        "n_by_kind": {kind: int((kinds == kind).sum()) for kind in KINDS},
-    }
+    """:func:`bench.bench_detection.ranking_metrics` over the real-error kinds (K = number of
+    real errors), with the number of errors of each kind."""
+    out = detection_metrics(score, y, kinds, KINDS)
+    out["n_by_kind"] = {kind: int((kinds == kind).sum()) for kind in KINDS}
+    return out
 
 
 def crossfit_probs(ds: Dataset, args: argparse.Namespace) -> tuple[list[np.ndarray], dict]:

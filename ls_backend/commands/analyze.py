@@ -271,16 +271,10 @@ def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto") 
     from analysis.probs import ModelOutput
     from analysis.tags import TagSet
     from ls_backend.runtime import NerModel
+    from ls_backend.runtime.embed import gold_spans_per_task
 
     model = NerModel.load(model_dir, labels=list(ds.labels), device=device)
-    corpus = ds.corpus
-    gold = corpus.gold_tokens
-    per_task = [[] for _ in range(corpus.n_tasks)]  # type: list[list[Any]]
-    from analysis.spans import TokenSpan
-
-    for t, a, b, lab in zip(gold.task.tolist(), gold.start.tolist(), gold.end.tolist(),
-                            gold.label.tolist()):
-        per_task[t].append(TokenSpan(a, b, gold.labels[lab]))
+    per_task = gold_spans_per_task(ds.corpus)
     preds = model.predict([t.tokens for t in ds.tasks], spans=per_task, progress=True)
     embs = [p.extra_embeddings for p in preds if p.extra_embeddings is not None
             and len(p.extra_embeddings)]
