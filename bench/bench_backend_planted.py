@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.bench_live_loop import Backend, log, train_and_wait, wait  # noqa: E402
+from bench.common import emit  # noqa: E402
 
 KINDS = ("wrong_tag", "span_shift", "missed", "extra")
 
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from analysis.labelstudio import LabelStudioAPI
     from label_studio_sdk import LabelStudio
+    from bench.common import label_studio_or_say
     from ls_backend.demo import (
-        find_label_studio,
         free_port,
         planted,
         sample_tasks,
@@ -86,10 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         stop,
     )
 
-    exe = os.environ.get("NERQ_LS_BIN") or find_label_studio()
+    exe = label_studio_or_say()
     if not exe:
-        print("no label-studio executable (install it into .venv-ls or set NERQ_LS_BIN)",
-              file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="nerq-planted-"))
     ls_proc = backend = None
@@ -152,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if backend is not None:
             backend.stop()
         stop(ls_proc)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+    emit(result, a.out)
     return 0
 
 

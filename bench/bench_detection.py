@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import logging
 import os
 import sys
@@ -51,6 +50,8 @@ from analysis.dep import AGGREGATES, compute_dep
 from analysis.probs import load_probs  # noqa: E402
 from analysis.tags import tag_names  # noqa: E402
 from bench.noise import NOISE_KINDS, inject_noise, summary  # noqa: E402
+
+from bench.common import emit  # noqa: E402
 
 log = logging.getLogger("bench_detection")
 
@@ -631,11 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             for part in ("all", "heldout")}
         timings["signals_grid_s"] = round(time.time() - t, 1)
     result["timings"] = {**timings, "total_s": round(time.time() - t0, 1)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -115,12 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--tasks must be at least 4 × --per-run (each measurement writes its own tasks)")
     from analysis.formats import read_conll, to_ls_tasks
     from analysis.labelstudio import LabelStudioAPI
-    from ls_backend.demo import find_label_studio, free_port, start_label_studio, stop, wait_http
+    from bench.common import label_studio_or_say
+    from ls_backend.demo import free_port, start_label_studio, stop, wait_http
 
-    exe = os.environ.get("NERQ_LS_BIN") or find_label_studio()
+    exe = label_studio_or_say()
     if not exe:
-        print("no label-studio executable (install it into .venv-ls or set NERQ_LS_BIN)",
-              file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="nerq-ls-write-"))
     result: dict[str, Any] = {"bench": "ls_write", "tasks": a.tasks, "per_run": a.per_run,

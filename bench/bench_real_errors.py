@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
 import os
 import sys
@@ -49,6 +48,8 @@ from analysis.probs import load_probs  # noqa: E402
 from analysis.tags import tag_names  # noqa: E402
 from bench.bench_detection import cleanlab_scores, span_embeddings  # noqa: E402
 from bench.bench_detection import ranking_metrics as detection_metrics  # noqa: E402
+
+from bench.common import emit  # noqa: E402
 
 log = logging.getLogger("bench_real_errors")
 
@@ -190,11 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "dep_signals_scorer": res_sig,
         "timings": {**timings, "total_s": round(time.time() - t0, 1)},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

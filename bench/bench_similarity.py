@@ -13,7 +13,6 @@ index for several ``nprobe`` values.  Prints one JSON object (also written to ``
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -27,6 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from analysis.similarity import SpanIndex, default_nlist, default_nprobe  # noqa: E402
+from bench.common import emit  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["peak_rss_mb"] = round(peak_rss_mb(), 0)
     result["total_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -77,6 +77,11 @@ def wait_http(url: str, *, timeout: float, ok: Callable[[bytes], bool] = lambda 
 
 
 def find_label_studio() -> str | None:
+    """The ``label-studio`` executable: ``$NERQ_LS_BIN``, else on ``PATH``, else the
+    repository's ``.venv-ls``; None when there is none."""
+    env = os.environ.get("NERQ_LS_BIN")
+    if env and Path(env).is_file():
+        return env
     here = Path(__file__).resolve().parents[1]
     for cand in (shutil.which("label-studio"), here / ".venv-ls" / "bin" / "label-studio"):
         if cand and Path(cand).is_file():
