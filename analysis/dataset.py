@@ -192,6 +192,8 @@ class Dataset:
     value_key : task data key holding the text (``"text"`` for ``$text``)
     scheme : tag scheme the input was read in (CoNLL), else ``None``
     problems : repairs and misaligned spans found while loading
+    annotation_sets : every annotator's spans of the tasks that two or more annotators
+        labelled (:class:`analysis.agreement.AnnotationSet`, Label Studio input only)
     """
 
     tasks: Sequence[Task]
@@ -201,6 +203,7 @@ class Dataset:
     value_key: str = "text"
     scheme: str | None = None
     problems: Problems = field(default_factory=Problems)
+    annotation_sets: tuple[Any, ...] = ()
 
     def __len__(self) -> int:
         return len(self.tasks)

@@ -37,6 +37,7 @@ from analysis.exceptions import DataError
 from analysis.formats.json_min import min_row, min_to_full
 from analysis.formats.label_config import LabelConfig, as_label_config
 from analysis.formats.ls_columns import Reader, TaskColumns, is_labels_region
+from analysis.formats.ls_multi import annotation_sets
 from analysis.spans import Span, TokenizedText, check_spans, tokenize
 
 __all__ = ["Format", "from_ls_tasks", "to_ls_tasks", "regions", "gc_paused"]
@@ -232,8 +233,10 @@ def from_ls_tasks(
         return read_task(k, task_name(items[idx].get("id"), idx), items[idx], chosen_ann[idx],
                          chosen_pred[idx], Problems())
 
-    return finish(cols, cfg, ctx.problems, make, from_name=from_name, to_name=to_name,
-                  value_key=value_key, warn=warn)
+    ds = finish(cols, cfg, ctx.problems, make, from_name=from_name, to_name=to_name,
+                value_key=value_key, warn=warn)
+    ds.annotation_sets = annotation_sets(items, cols.items, ds.corpus, ctx)
+    return ds
 
 
 def finish(cols: TaskColumns, cfg: LabelConfig | None, problems: Problems,

@@ -34,6 +34,8 @@ __all__ = [
     "MISSED",
     "GHOST",
     "MODEL_VERSION",
+    "AGREEMENT",
+    "CONSENSUS_VERSION",
     "META_KEY",
     "ERROR_KINDS",
     "KIND_FIELDS",
@@ -65,6 +67,11 @@ GHOST = "nerq_ghost"
 MODEL_VERSION = "nerq_model_version"
 #: normalised entropy of the model's prediction (0 = certain, 1 = uniform), unannotated tasks
 UNCERTAINTY = "nerq_uncertainty"
+#: mean pairwise exact span F1 of the task's annotators (tasks labelled by two or more,
+#: :mod:`analysis.agreement`); lower = more disagreement
+AGREEMENT = "nerq_agreement"
+#: ``model_version`` of the consensus labelling offered as a prediction on disagreeing tasks
+CONSENSUS_VERSION = "nerq-consensus"
 #: the one ``task.meta`` key ner-quality writes (details live under it)
 META_KEY = "ner_quality"
 

@@ -10,7 +10,12 @@
 * one Data Manager view per alert, titled ``"Review: <alert name>"``, showing exactly the
   flagged tasks ordered by DEP (descending);
 * optionally (``suggest``) one prediction per flagged task with the model's labelling under its
-  own ``model_version``.
+  own ``model_version``;
+* with annotator agreement (tasks labelled by two or more annotators): ``nerq_agreement`` on
+  each such task, the "Review: annotators disagree" view ordered by agreement (lowest first),
+  and on each disagreeing task the majority-vote consensus as a prediction
+  (``model_version`` ``nerq-consensus``, score = the task's agreement) that a reviewer can
+  accept; ties are left out of it and counted in the view's alert.
 
 :func:`pending_updates` keeps only the task updates that would change something given the
 tasks as they are now (a second push of the same analysis writes nothing; the write time is
@@ -120,6 +125,9 @@ def _updates(analysis: Any, model_version: str, flagged_by: Mapping[int, list[st
     dep_source = None if analysis.metrics.dep is None else analysis.metrics.dep.source
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = []
+    ag = analysis.agreement
+    agree = {} if ag is None else {int(t): _round(v) for t, v in
+                                   zip(ag.task_ids, ag.task_agreement.tolist()) if t is not None}
     for i in range(corpus.n_tasks):
         tid = int(ids[i])
         d = None if task_dep is None else _round(task_dep[i])
@@ -130,7 +138,29 @@ def _updates(analysis: Any, model_version: str, flagged_by: Mapping[int, list[st
             category=None if category is None else category[i], errors=row, spans=spans,
             ghosts=ghosts, alerts=sorted(flagged_by.get(tid, [])), annotation_id=None,
             uncertainty=None, confidence=None, written_at=now)
-        out.append(TaskUpdate(tid, _data_fields(d, row, model_version), meta))
+        data = _data_fields(d, row, model_version)
+        if agree.get(tid) is not None:
+            data[lsf.AGREEMENT] = agree[tid]
+        out.append(TaskUpdate(tid, data, meta))
+    return out
+
+
+def _consensus_predictions(analysis: Any, dataset: Any, disagreeing: Iterable[int]
+                           ) -> list[PredictionPlan]:
+    """The majority-vote labelling of each disagreeing task (:mod:`analysis.agreement`)."""
+    ag = analysis.agreement
+    want = set(disagreeing)
+    from_name = getattr(dataset, "from_name", "label")
+    to_name = getattr(dataset, "to_name", "text")
+    texts = {int(t): i for i, t in enumerate(np.asarray(analysis.ids).tolist())}
+    out = []
+    for tid, value, cons in zip(ag.task_ids, ag.task_agreement.tolist(), ag.task_consensus):
+        if tid is None or int(tid) not in want or int(tid) not in texts:
+            continue
+        text = analysis.corpus.texts[texts[int(tid)]]
+        result = regions(text, list(cons.spans), from_name=from_name, to_name=to_name,
+                         id_prefix=f"nerqc{tid}_")
+        out.append(PredictionPlan(int(tid), result, _round(value), lsf.CONSENSUS_VERSION))
     return out
 
 
@@ -192,13 +222,18 @@ def plan_push(
         if not a.task_ids:
             continue
         order = list(a.task_ids)
+        if a.name == "annotators disagree":  # already ordered by agreement, lowest first
+            plan.views.append(ViewPlan(a.view_title, tuple(order), ordering=(
+                f"tasks:data.{lsf.AGREEMENT}",), alert=a.name))
+            plan.predictions.extend(_consensus_predictions(analysis, dataset, order))
+            continue
         if dep is not None:
             order.sort(key=lambda t: (-(np.nan_to_num(dep[pos[t]], nan=-1.0) if t in pos
                                         else -1.0), t))
         plan.views.append(ViewPlan(a.view_title, tuple(int(t) for t in order), alert=a.name))
     if suggest:
-        plan.predictions = _suggestions(analysis, dataset, flagged_by,
-                                        suggest_version or f"{model_version}-suggest")
+        plan.predictions.extend(_suggestions(analysis, dataset, flagged_by,
+                                             suggest_version or f"{model_version}-suggest"))
     return plan
 
 

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysis.agreement import Agreement, agreement
 from analysis.corpus import Corpus
 from analysis.dep import DepResult, compute_dep
 from analysis.dep.inputs import ProbsLike, as_corpus
@@ -64,6 +65,7 @@ class Analysis:
     dep: DepResult | None = None
     comparison: Comparison | None = None
     is_conll: bool = False
+    agreement: Agreement | None = None
 
     @property
     def ids(self) -> np.ndarray:
@@ -95,9 +97,16 @@ class Analysis:
         return [{"index": i, "id": t, "dep": d, "errors": e}
                 for i, t, d, e in zip(rng, ids, dep, errs)]
 
+    def metrics_dict(self) -> dict[str, Any]:
+        """The ``metrics`` object of :meth:`to_dict` (with ``agreement`` when computed)."""
+        m = self.metrics.to_dict()
+        if self.agreement is not None:
+            m["agreement"] = self.agreement.to_dict()
+        return m
+
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` object."""
-        return {"metrics": self.metrics.to_dict(), "alerts": [a.to_dict() for a in self.alerts],
+        return {"metrics": self.metrics_dict(), "alerts": [a.to_dict() for a in self.alerts],
                 "tasks": self.tasks()}
 
     def write_json(self, fh: IO[str], *, chunk: int = 50_000) -> None:
@@ -105,7 +114,7 @@ class Analysis:
         ensure_ascii=False)``, with the task records (ints, floats and nulls only) formatted
         straight from the arrays, ``chunk`` at a time — a million task dicts run through the
         encoder would take ~7 s and ~1 GB."""
-        head = json.dumps({"metrics": self.metrics.to_dict(),
+        head = json.dumps({"metrics": self.metrics_dict(),
                            "alerts": [a.to_dict() for a in self.alerts]}, ensure_ascii=False)
         fh.write(head[:-1] + ', "tasks": [')
         n = self.corpus.n_tasks
@@ -170,6 +179,14 @@ def _annotation_alerts(corpus: Corpus, metrics: Metrics, task_dep: np.ndarray | 
     return imbalance, surface
 
 
+def _agreement_alert(ag: Agreement | None) -> A.Alert | None:
+    if ag is None or not ag.n_tasks:
+        return None
+    return A.annotators_disagree(ag.task_agreement, ag.task_ids,
+                                 n_ties=[len(c.ties) for c in ag.task_consensus],
+                                 overall_f1=ag.overall.f1_exact, alpha=ag.alpha)
+
+
 def _alerts(corpus: Corpus, metrics: Metrics, comp: Comparison | None,
             dups: DuplicateSection) -> list[A.Alert]:
     """Every rule, in the order the report and the review views list them."""
@@ -228,6 +245,7 @@ def analyze(
     dup_threshold: float = 0.95,
     near_dup_max: int = 50_000,
     seed: int = 0,
+    agreement: Agreement | None = None,
 ) -> Analysis:
     """Metrics and alerts of ``corpus`` (see the module docstring).
 
@@ -238,6 +256,7 @@ def analyze(
         task DEP are reused); without it the stored predictions, if any, are compared
     dep_source : how the probabilities were made (shown in the report)
     task_vectors : task embeddings for the near-duplicate search (default: TF-IDF)
+    agreement : annotator agreement of the multi-annotated tasks (its alert is added)
     """
     ids = corpus.ids
     n = corpus.n_tasks
@@ -265,9 +284,13 @@ def analyze(
                                               None if dsec is None else dsec.task_dep),
     )
     alerts = _alerts(corpus, metrics, comp, dups)
+    disagree = _agreement_alert(agreement)
+    if disagree is not None:
+        alerts.append(disagree)
     flagged = len({t for a in alerts for t in a.task_ids})
     metrics = dataclasses.replace(metrics, n_flagged_tasks=flagged)
-    return Analysis(metrics, alerts, corpus, dep, comp, is_conll=not bool(corpus.has_id.any()))
+    return Analysis(metrics, alerts, corpus, dep, comp, is_conll=not bool(corpus.has_id.any()),
+                    agreement=agreement)
 
 
 def analyze_dataset(
@@ -281,7 +304,8 @@ def analyze_dataset(
     dep_source: str | None = None,
     **kwargs: Any,
 ) -> Analysis:
-    """DEP (when probabilities are given) then :func:`analyze`.
+    """DEP (when probabilities are given), annotator agreement (a :class:`Dataset` whose
+    tasks several annotators labelled) then :func:`analyze`.
 
     ``predictions`` are runtime ``TaskPrediction`` objects (one per task): their probabilities
     are used.  ``tags`` default to the probabilities' own tag set, else the canonical IOB2 tags
@@ -299,4 +323,7 @@ def analyze_dataset(
         if tags is None and not (isinstance(probs, ModelOutput) and probs.tagset is not None):
             tags = TagSet.for_labels(corpus.labels)
         dep = compute_dep(corpus, probs, tags=tags, span_embeddings=span_embeddings)
+    sets = getattr(ds, "annotation_sets", ())
+    if sets and "agreement" not in kwargs:
+        kwargs["agreement"] = agreement(sets, corpus.labels)
     return analyze(corpus, dep=dep, dep_source=dep_source, task_vectors=task_vectors, **kwargs)

@@ -16,6 +16,7 @@ from analysis.review.alerts.class_rules import (
                                                 overlapping_classes,
 )
 from analysis.review.alerts.task_rules import (
+                                                annotators_disagree,
                                                 duplicates,
                                                 hard_for_model,
                                                 likely_mislabeled,
@@ -26,4 +27,4 @@ from analysis.review.alerts.task_rules import (
 __all__ = ["Alert", "ALERT_NAMES", "VIEW_PREFIX", "jsonable", "upper_fence", "likely_mislabeled",
            "hard_for_model", "overlooked_spans", "malformed_samples", "duplicates",
            "low_performing_classes", "class_imbalance", "overlapping_classes",
-           "inconsistent_surface_forms", "annotator_error_rates"]
+           "inconsistent_surface_forms", "annotator_error_rates", "annotators_disagree"]

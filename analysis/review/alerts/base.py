@@ -55,6 +55,7 @@ ALERT_NAMES = (
     "malformed samples",
     "duplicates",
     "annotator error rates",
+    "annotators disagree",
 )
 
 

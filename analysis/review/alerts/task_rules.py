@@ -1,5 +1,5 @@
 """Per-task alert rules: likely mislabeled, hard for the model, overlooked spans, malformed
-samples, duplicates (see :mod:`analysis.review.alerts`)."""
+samples, duplicates, annotators disagree (see :mod:`analysis.review.alerts`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 
 from analysis.review.alerts.base import Alert, _as1d, _ids, _n_rows, _order, upper_fence
 
-__all__ = ["likely_mislabeled", "hard_for_model", "overlooked_spans", "malformed_samples", "duplicates"]
+__all__ = ["likely_mislabeled", "hard_for_model", "overlooked_spans", "malformed_samples", "duplicates",
+           "annotators_disagree"]
 
 def likely_mislabeled(
     task_dep: np.ndarray,
@@ -259,4 +260,47 @@ def duplicates(
         f"tasks whose texts are near-identical ({method} similarity{thr})",
         numbers,
         _order(ids_, rows, None),
+    )
+
+
+def annotators_disagree(
+    task_agreement: np.ndarray,
+    task_ids: Sequence[int | None],
+    *,
+    n_ties: Sequence[int] | None = None,
+    overall_f1: float | None = None,
+    alpha: float | None = None,
+    threshold: float = 1.0,
+) -> Alert | None:
+    """Tasks labelled by several annotators who do not all agree.
+
+    Parameters
+    ----------
+    task_agreement : (n,) float, the mean pairwise exact span F1 of each multi-annotated task
+        (:attr:`analysis.agreement.Agreement.task_agreement`)
+    task_ids : (n,) the tasks' Label Studio ids (None outside Label Studio: not listed)
+    n_ties : (n,) consensus ties per task (reported)
+    overall_f1, alpha : the pooled figures (reported)
+    threshold : a task fires when its agreement is below this (default 1.0: any disagreement)
+
+    Flagged tasks are ordered by agreement, lowest first.
+    """
+    agr = _as1d(task_agreement, "task_agreement", np.float64)
+    n = agr.shape[0]
+    if len(task_ids) != n:
+        raise ValueError(f"task_ids has {len(task_ids)} rows, expected {n}")
+    hit = np.flatnonzero(np.isfinite(agr) & (agr < threshold))
+    if hit.size == 0:
+        return None
+    order = hit[np.argsort(agr[hit], kind="stable")]
+    ids = tuple(int(t) for t in (task_ids[i] for i in order.tolist()) if t is not None)
+    ties = 0 if n_ties is None else int(np.asarray(n_ties, dtype=np.int64)[hit].sum())
+    return Alert(
+        "annotators disagree",
+        f"task labelled by two or more annotators with mean pairwise exact span F1 < "
+        f"{threshold:g}",
+        {"n_flagged": int(hit.size), "n_multi_annotated": int(n),
+         "mean_agreement_flagged": float(agr[hit].mean()), "consensus_ties": ties,
+         "overall_f1_exact": overall_f1, "token_alpha": alpha},
+        ids,
     )

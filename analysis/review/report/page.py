@@ -7,7 +7,8 @@ report reads the dict produced by :func:`analysis.review.analyze.Analysis.to_dic
 
 Sections: summary, alerts, F1 by class, sample count by class, error distribution, top
 misclassified pairs, confusion heat map, DEP distribution, high-DEP words, loss by label, span
-embedding map (coloured by label, or by DEP), flagged tasks with links into Label Studio
+embedding map (coloured by label, or by DEP), annotator agreement (when several annotators
+labelled tasks: per label, per annotator, per pair), flagged tasks with links into Label Studio
 (``<LS_URL>/projects/<pid>/data?task=<id>``), and :func:`write_csv` writes the same table.
 """
 
@@ -171,6 +172,44 @@ def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]]) -> list[str]
     return [_section("Summary", summary, "summary"), _section("Alerts", body, "alerts")]
 
 
+def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]], cls: str) -> str:
+    h = "".join(f"<th>{esc(x)}</th>" for x in head)
+    b = "".join("<tr>" + "".join(f"<td>{esc(fmt(v) if v is not None else '–')}</td>" for v in r)
+                + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
+
+
+def _agreement(ag: Mapping[str, Any]) -> str:
+    """Annotator agreement: pooled figures, per label, per annotator, per pair."""
+    ov = ag.get("overall", {}) or {}
+    kpis = [("multi-annotated tasks", ag.get("tasks")), ("annotators", len(ag["annotators"])),
+            ("span F1 (exact)", ov.get("f1_exact")), ("span F1 (overlap)", ov.get("f1_overlap")),
+            ("token alpha", ag.get("alpha")), ("consensus ties", ag.get("ties"))]
+    body = "".join(f'<span class="kpi"><b>{esc(fmt(v) if v is not None else "–")}</b>'
+                   f"{esc(k)}</span>" for k, v in kpis)
+    body += ("<p>Pairwise span F1 between annotators (exact: same trimmed offsets and label; "
+             "overlap: same label, ranges share a character) and nominal Krippendorff's alpha "
+             "over tokens.  Error rate: 1 − F1 against the majority of the other annotators."
+             "</p>")
+    alpha = ag.get("alpha_per_label", {}) or {}
+    body += _table(("label", "F1 exact", "F1 overlap", "token alpha"),
+                   [(k, v.get("f1_exact"), v.get("f1_overlap"), alpha.get(k))
+                    for k, v in (ag.get("per_label", {}) or {}).items()], "agreement-labels")
+    per = ag.get("per_annotator", []) or []
+    body += hbar_chart([(a["annotator"], a.get("f1_vs_others") or 0.0) for a in per],
+                       cls="annotator-f1", vmax=1.0, colour=PALETTE[3])
+    body += _table(("annotator", "tasks", "spans", "F1 vs others", "F1 vs consensus",
+                    "error rate"),
+                   [(a["annotator"], a["tasks"], a["spans"], a.get("f1_vs_others"),
+                     a.get("f1_vs_consensus"), a.get("error_rate")) for a in per],
+                   "agreement-annotators")
+    body += _table(("annotator A", "annotator B", "spans A", "spans B", "F1 exact", "F1 overlap"),
+                   [(p["a"], p["b"], p["spans_a"], p["spans_b"], p.get("f1_exact"),
+                     p.get("f1_overlap")) for p in ag.get("pairs", []) or []],
+                   "agreement-pairs")
+    return _section("Annotator agreement", body, "agreement")
+
+
 def _section(name: str, body: str, sid: str) -> str:
     return f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>'
 
@@ -270,8 +309,10 @@ def render_report(
     """The report as one HTML string (see the module docstring)."""
     m = result.get("metrics", {}) or {}
     alerts = list(result.get("alerts", []) or [])
-    parts = _summary(m, alerts) + [_charts(m, spanmap), _flagged(result, ls_url, project_id,
-                                                                  max_rows)]
+    parts = _summary(m, alerts)
+    if m.get("agreement") and m["agreement"].get("tasks"):
+        parts.append(_agreement(m["agreement"]))
+    parts += [_charts(m, spanmap), _flagged(result, ls_url, project_id, max_rows)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
