@@ -67,7 +67,7 @@ class Backend:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        from ls_backend.demo import wait_http
+        from ls_backend.local_servers import wait_http
 
         log_f = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
@@ -84,7 +84,7 @@ class Backend:
         self.proc = None
 
     def stop(self) -> None:
-        from ls_backend.demo import stop
+        from ls_backend.local_servers import stop
 
         stop(self.proc)
         self.proc = None
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.formats import read_conll, to_ls_tasks
     from analysis.labelstudio import LabelStudioAPI
     from bench.common import label_studio_or_say
-    from ls_backend.demo import free_port, start_label_studio, stop
+    from ls_backend.local_servers import free_port, start_label_studio, stop
 
     exe = label_studio_or_say()
     if not exe:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.formats import read_conll, to_ls_tasks
     from analysis.labelstudio import LabelStudioAPI
     from bench.common import label_studio_or_say
-    from ls_backend.demo import free_port, start_label_studio, stop, wait_http
+    from ls_backend.local_servers import free_port, start_label_studio, stop, wait_http
 
     exe = label_studio_or_say()
     if not exe:

@@ -10,7 +10,7 @@ from typing import Any
 
 def label_studio_or_say() -> str | None:
     """The ``label-studio`` executable, or None after saying on stderr how to get one."""
-    from ls_backend.demo import find_label_studio
+    from ls_backend.local_servers import find_label_studio
 
     exe = find_label_studio()
     if not exe:

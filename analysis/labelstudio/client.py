@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from analysis.labelstudio import fields as lsfields
@@ -333,6 +333,34 @@ class Client:
         p = self._sdk("create_project", repr(title), self._client.projects.create,
                       title=title, label_config=label_config)
         return int(p.id)
+
+    # ------------------------------------------------------------------ users
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """The users of the organisation (``id``, ``email``, ``username``, ...)."""
+        out = self._raw("GET", "api/users/", call="list_users")
+        if isinstance(out, Mapping):  # paginated answers
+            out = out.get("results", [])
+        return [dict(u) for u in out or []]
+
+    def ensure_users(self, emails: Sequence[str]) -> dict[str, int]:
+        """Make sure a user exists for each email (created in the organisation when missing,
+        ``POST /api/users/``, without a password: an annotator account an admin can invite);
+        returns email -> user id.  Import annotations with ``completed_by: {"email": ...}``
+        to credit them to these users."""
+        for e in emails:
+            if not isinstance(e, str) or "@" not in e:
+                raise ValueError(f"user email must look like name@host, got {e!r}")
+        have = {str(u.get("email")): int(u["id"]) for u in self.list_users()}
+        for e in emails:
+            if e in have:
+                continue
+            name = e.split("@", 1)[0]
+            u = self._raw("POST", "api/users/", call="create_user", ident=repr(e),
+                          body={"email": e, "username": e, "first_name": name.title(),
+                                "last_name": ""})
+            have[e] = int(u["id"])
+        return {e: have[e] for e in emails}
 
     def get_project(self, pid: int) -> dict[str, Any]:
         """The project as JSON (``id``, ``title``, ``label_config``, ``model_version``, ...)."""

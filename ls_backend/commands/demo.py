@@ -1,10 +1,16 @@
-"""``ner-quality demo``: sample dataset → cross-fit → analysis → HTML report (→ Label Studio).
+"""``ner-quality demo``: the plugin running in a local Label Studio, on the bundled sample.
 
-The README's first command.  Needs nothing configured: it trains the packaged MiniLM briefly on
-CPU (a few minutes on 2 cores) and prints the report path.  With ``LABEL_STUDIO_URL`` and
-``LABEL_STUDIO_API_KEY`` set — or ``--with-label-studio`` and a ``label-studio`` executable
-installed — it also creates a project, imports the tasks, connects ``ner-quality serve`` as the
-ML backend and pushes the review views.  See :mod:`ls_backend.demo`.
+The README's first command.  Needs nothing configured: it finds Label Studio (or installs it
+into its own virtual environment), starts it on 127.0.0.1, trains the packaged MiniLM briefly
+on CPU (a few minutes on 2 cores), imports the sample project with its annotators as Label
+Studio users, connects ner-quality serve as the ML backend, pushes the review views and
+writes the HTML report.  It then prints the URL, the login, the review views and how many of
+the planted errors they caught, and runs until Ctrl-C, which stops Label Studio and the
+backend and removes the temporary data folder.
+
+--report-only skips Label Studio: train, analyse, write the report, exit.  With
+LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY set, the demo uses that server instead of starting
+one.
 """
 
 from __future__ import annotations
@@ -13,17 +19,18 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="end-to-end demo on the bundled sample dataset",
+    p = sub.add_parser("demo", help="the plugin in a local Label Studio, on the bundled sample",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="ner-quality-demo", help="output folder (default ./ner-quality-demo)")
+    p.add_argument("--report-only", action="store_true",
+                   help="no Label Studio: train, analyse, write the report and exit")
+    p.add_argument("--no-wait", action="store_true",
+                   help="stop the servers as soon as everything is pushed instead of waiting "
+                        "for Ctrl-C")
     p.add_argument("--folds", type=int, default=2, help="cross-fitting folds (default 2)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per fold (default 3)")
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
-    p.add_argument("--with-label-studio", action="store_true",
-                   help="start a local label-studio (if installed) when none is configured")
-    p.add_argument("--keep-running", action="store_true",
-                   help="leave the started Label Studio / backend running")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -31,10 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ls_backend.demo import run_demo
 
-    res = run_demo(args.out, folds=args.folds, epochs=args.epochs, lr=args.lr,
-                   batch_size=args.batch_size,
-                   with_label_studio=args.with_label_studio, keep_running=args.keep_running,
-                   seed=args.seed, label_studio_url=args.settings.label_studio_url,
-                   label_studio_api_key=args.settings.label_studio_api_key)
-    print(res["report"])
+    try:
+        run_demo(args.out, folds=args.folds, epochs=args.epochs, lr=args.lr,
+                 batch_size=args.batch_size, report_only=args.report_only,
+                 wait=not args.no_wait, seed=args.seed,
+                 label_studio_url=args.settings.label_studio_url,
+                 label_studio_api_key=args.settings.label_studio_api_key)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how the demo ends; the servers are stopped already
     return 0

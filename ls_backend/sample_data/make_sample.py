@@ -11,6 +11,11 @@ organisations; about 10 % of the tasks get one planted annotation error of a kno
 plus a few malformed spans (trailing punctuation), near-duplicate tasks, a second annotator
 with a higher error rate, and ``data.split`` (train / validation / test).
 
+Overlap for agreement: every sixth task (``i % 6 == 3``) is also labelled by a careful third
+annotator (kim, the true spans), and half of those by a fourth (lee, the true spans but one
+wrong tag on every fourth of lee's tasks).  The extra annotations are listed *before* the
+primary one, so the primary stays the task's latest annotation (the one DEP scores).
+
 ``python -m ls_backend.sample_data.make_sample`` rewrites ``sample_tasks.json``,
 ``planted.json`` and ``label_config.xml`` beside this file (deterministic, seed 0).
 """
@@ -85,12 +90,13 @@ def _region(i: int, text: str, s: int, e: int, lab: str) -> dict[str, Any]:
 
 
 def build(n: int = 320, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Tasks (Label Studio import format with one annotation each) and the planted errors."""
+    """Tasks (Label Studio import format; the primary annotation last) and the planted errors."""
     rng = random.Random(seed)
     tasks: list[dict[str, Any]] = []
     planted: dict[str, Any] = {"wrong_tag": [], "span_shift": [], "missed": [], "extra": [],
                                "bad_edge": [], "duplicate_of": {}, "sloppy_annotator": "sam@example.com"}
     kinds = ["wrong_tag", "span_shift", "missed", "extra"]
+    truth: list[list[tuple[int, int, str]]] = []
     for i in range(n):
         tpl = TEMPLATES[i % len(TEMPLATES)]
         opener, closer = rng.choice(OPENERS), rng.choice(CLOSERS)
@@ -132,6 +138,7 @@ def build(n: int = 320, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, 
         if kind is not None:
             planted[kind].append(i)
         text = " ".join(toks)
+        truth.append(_char_spans(toks, spans))
         cs = _char_spans(toks, ann)
         if i % 11 == 7 and cs and kind is None and len(planted["bad_edge"]) < 6:
             # malformed: a span swallows the following " ," / " ." token
@@ -158,6 +165,7 @@ def build(n: int = 320, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, 
             r = res[0]["value"]
             r["labels"] = [rng.choice([x for x in LABELS if x != r["labels"][0]])]
             planted["wrong_tag"].append(i)
+    _second_opinions(tasks, truth, planted, random.Random(seed + 1))
     # near duplicates: copy a few texts with a small change
     for src in (5, 17, 29):
         t = json.loads(json.dumps(tasks[src]))
@@ -170,6 +178,33 @@ def build(n: int = 320, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, 
         if isinstance(v, list):
             v.sort()
     return tasks, planted
+
+
+def _second_opinions(tasks: list[dict[str, Any]], truth: list[list[tuple[int, int, str]]],
+                     planted: dict[str, Any], rng: random.Random) -> None:
+    """Extra annotations by kim (careful) and lee (one wrong tag in four tasks), see above."""
+    extra: dict[str, list[int]] = {"kim@example.com": [], "lee@example.com": []}
+    lee_errors: list[int] = []
+    for i, t in enumerate(tasks):
+        if i % 6 != 3:
+            continue
+        text = t["data"]["text"]
+        anns = []
+        for who in ("kim@example.com", "lee@example.com"):
+            if who == "lee@example.com" and i % 12 != 3:
+                continue
+            cs = list(truth[i])
+            if who == "lee@example.com" and cs and len(extra[who]) % 4 == 1:
+                s, e, lab = cs[0]
+                cs[0] = (s, e, rng.choice([x for x in LABELS if x != lab]))
+                lee_errors.append(i)
+            anns.append({"result": [_region(k, text, s, e, lab) for k, (s, e, lab) in
+                                    enumerate(cs)], "completed_by_email": who,
+                         "ground_truth": False})
+            extra[who].append(i)
+        t["annotations"] = anns + t["annotations"]
+    planted["second_opinions"] = extra
+    planted["second_opinion_errors"] = lee_errors
 
 
 def label_config_xml() -> str:
