@@ -27,7 +27,7 @@ def reg(s: int, e: int, lab: str, text: str = TEXT) -> dict:
 
 
 def ann(uid: int, regions: list[dict], **kw) -> dict:
-    return {"id": 100 + uid + 10 * len(regions), "completed_by": {"id": uid, "email": f"u{uid}@x"},
+    return {"id": 100 + uid + 10 * len(regions), "completed_by": {"id": uid, "email": f"u{uid}@example.com"},
             "result": regions, **kw}
 
 
@@ -49,9 +49,9 @@ def test_hand_computed_three_annotators():
     ag = agreement(ds.annotation_sets, ds.labels)
     # pairs: u1-u2 share PER Obama (the trailing space is trimmed): 2*1/(2+3) = 0.4;
     # u1-u3 share both PERs: 2*2/(2+3) = 0.8; u2-u3 share PER Obama and LOC: 2*2/6
-    assert ag.pairs[("u1@x", "u2@x")].f1_exact == pytest.approx(0.4)
-    assert ag.pairs[("u1@x", "u3@x")].f1_exact == pytest.approx(0.8)
-    assert ag.pairs[("u2@x", "u3@x")].f1_exact == pytest.approx(2 / 3)
+    assert ag.pairs[("u1@example.com", "u2@example.com")].f1_exact == pytest.approx(0.4)
+    assert ag.pairs[("u1@example.com", "u3@example.com")].f1_exact == pytest.approx(0.8)
+    assert ag.pairs[("u2@example.com", "u3@example.com")].f1_exact == pytest.approx(2 / 3)
     assert ag.overall.f1_exact == pytest.approx(2 * 5 / (7 + 9))
     assert ag.task_agreement.tolist() == pytest.approx([(0.4 + 0.8 + 2 / 3) / 3])
     assert ag.per_label["ORG"].f1_exact == 0.0
@@ -67,11 +67,11 @@ def test_hand_computed_three_annotators():
     assert ag.alpha == pytest.approx(1 - 17 * 4 / 194)
     # leave-one-out consensus: for u3 the others (u1, u2) agree on PER Obama only, the rest are
     # ties and left out -> u3's kept spans {PER Obama} vs {PER Obama}: F1 1, error rate 0
-    u3 = ag.per_annotator["u3@x"]
+    u3 = ag.per_annotator["u3@example.com"]
     assert u3.consensus_tasks == 1 and u3.error_rate == 0.0
     # for u2 the others (u1, u3) agree on both PERs, LOC Paris is their tie: u2's kept spans
     # {PER Obama, ORG Biden} vs {PER Obama, PER Biden}: 2*1/(2+2)
-    u2 = ag.per_annotator["u2@x"]
+    u2 = ag.per_annotator["u2@example.com"]
     assert u2.vs_consensus.f1_exact == pytest.approx(0.5) and u2.error_rate == pytest.approx(0.5)
 
 
@@ -140,7 +140,7 @@ def test_one_vote_per_annotator_cancelled_skipped():
         {**ann(3, [reg(0, 5, "LOC")]), "was_cancelled": True}]}
     ds = from_ls_tasks([t], label_config=CFG)
     s = ds.annotation_sets[0]
-    assert s.annotators == ("u1@x", "u2@x")
+    assert s.annotators == ("u1@example.com", "u2@example.com")
     assert s.spans[0] == frozenset({Span(0, 5, "PER")})  # u1's latest annotation
     assert agreement(ds.annotation_sets, ds.labels).task_agreement.tolist() == [1.0]
 
@@ -312,3 +312,31 @@ def test_alert_and_push_plan_carry_agreement():
     assert [(r["value"]["start"], r["value"]["labels"][0]) for r in pred.result] == \
         [(0, "PER"), (10, "PER"), (19, "LOC")]
     assert np.isfinite(pred.score)
+
+
+def test_agreement_through_real_label_studio_with_several_users(ls_api, ls_project, tmp_path):
+    """Annotators as real Label Studio users: the export's ``completed_by`` ids and names are
+    read back to the same annotators, and the agreement equals the one of the local input."""
+    from analysis.labelstudio.store import TaskStore, sync_project
+
+    tasks, _ = _random_project(11)
+    tasks = tasks[:15]
+    emails = sorted({a["completed_by"]["email"] for t in tasks for a in t["annotations"]})
+    ls_api.ensure_users(emails)
+    payload = [{"data": t["data"], "annotations": [
+        {"result": a["result"], "completed_by": {"email": a["completed_by"]["email"]}}
+        for a in t["annotations"]]} for t in tasks]
+    pid = ls_project(CFG, tasks=payload)
+    with TaskStore(tmp_path / "store.sqlite3") as st:
+        sync_project(ls_api, pid, st, progress=False,
+                     project_info={"id": pid, "url": ls_api.url, "label_config": CFG})
+        stored = st.tasks()
+    assert {a["completed_by"] for t in stored for a in t["annotations"]} != {1}
+    remote = agreement(from_ls_tasks(stored, label_config=CFG, warn=False).annotation_sets,
+                       LABELS)
+    local = agreement(from_ls_tasks(tasks, label_config=CFG, warn=False).annotation_sets, LABELS)
+    assert remote.annotators == local.annotators == tuple(emails)
+    dr, dl = remote.to_dict(), local.to_dict()
+    assert dr == dl
+    assert sorted(remote.task_agreement.tolist()) == pytest.approx(
+        sorted(local.task_agreement.tolist()))
