@@ -107,30 +107,62 @@ def test_empty_analysis_renders() -> None:
     assert "no alert fired" in html and "</html>" in html
 
 
-def test_report_draws_in_headless_chromium(
-    result: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
-) -> None:
+def _need_browser() -> str:
     if CHROMIUM is None:
         # CI installs Debian's chromium and sets NERQ_REQUIRE_BROWSER: there a missing browser
         # is a failure, never a silent skip
         if os.environ.get("NERQ_REQUIRE_BROWSER"):
             pytest.fail("chromium is required (NERQ_REQUIRE_BROWSER) but not installed")
         pytest.skip("chromium not installed (apt-get install -y chromium)")
-    d, smap = result
-    page = write_report(d, tmp_path / "report.html", ls_url="http://127.0.0.1:1", project_id=1,
-                        spanmap=smap)
+    return CHROMIUM
+
+
+def _dump_dom(page: Path, tmp_path: Path) -> str:
+    """The page's DOM after its script ran in headless Chromium (no console error allowed)."""
     proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+        [_need_browser(), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
          "--v=0", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
-    dom = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert console == [], console
     # the inline script ran to its end
-    assert 'data-report-ready="1"' in dom
+    assert 'data-report-ready="1"' in proc.stdout
+    return proc.stdout
+
+
+def test_agreement_section_draws_in_headless_chromium(tmp_path: Path) -> None:
+    from test_agreement import CFG, three_annotators
+
+    from analysis.formats import from_ls_tasks
+
+    ds = from_ls_tasks(three_annotators(), label_config=CFG)
+    d = analyze_dataset(ds).to_dict()
+    ag = d["metrics"]["agreement"]
+    page = write_report(d, tmp_path / "report.html")
+    dom = _dump_dom(page, tmp_path)
+    section = re.search(r'<section id="agreement">(.*?)</section>', dom, re.S)
+    assert section, "no agreement section"
+    body = section.group(1)
+    rows = re.findall(r"<tr><td>(u\d@example\.com)</td>", body.split('class="agreement-annotators"')[1]
+                      .split("</table>")[0])
+    assert rows == [a["annotator"] for a in ag["per_annotator"]] == ["u1@example.com",
+                                                                      "u2@example.com",
+                                                                      "u3@example.com"]
+    assert len(re.findall(r'<rect class="bar', body)) == 3  # F1 vs the others, per annotator
+    assert f"{ag['alpha']:.3f}" in body and "consensus ties" in body
+
+
+def test_report_draws_in_headless_chromium(
+    result: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    d, smap = result
+    page = write_report(d, tmp_path / "report.html", ls_url="http://127.0.0.1:1", project_id=1,
+                        spanmap=smap)
+    dom = _dump_dom(page, tmp_path)
     # charts drew: bars, heat-map cells, histogram bars, map points
     n_bars = len(re.findall(r'<rect class="bar', dom))
     assert n_bars >= len(d["metrics"]["labels"]) * 2
