@@ -1,7 +1,11 @@
 # ner-quality ML backend for Label Studio.
 #
 #   docker build -t ner-quality .                                   # CPU torch (default)
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t ner-quality:gpu .
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 -t ner-quality:gpu .
+#
+# torch 2.13.0 comes in CUDA 13.0 (cu130, NVIDIA driver >= 580; also what PyPI's wheel bundles)
+# and CUDA 12.6 (cu126: older drivers and pre-Turing GPUs); cu124, cu128 and cu129 have no 2.13.0.
+# docker-compose.gpu.yml builds the cu130 image and reserves the GPU.
 #
 # The image serves `gunicorn -w 1 --threads 8 ls_backend.wsgi:app` on :9090.  ONE worker process:
 # the scoring queue, trainings and model cache live in it; threads serve concurrent requests.
