@@ -8,7 +8,11 @@ Settings come from the environment once (:class:`ls_backend.settings.Settings`, 
 no command reads ``os.environ`` itself.  Bad input (:class:`analysis.exceptions.DataError` and
 the other ``ValueError`` / ``TypeError`` raised for it, a missing file or a directory where a
 file is expected, JSON nested too deeply) prints one line ``ner-quality: error: ...`` and exits
-2; ``--log-level DEBUG`` adds the traceback.
+2; ``--log-level DEBUG`` adds the traceback.  An unknown option is reported by the sub-command
+it was given to (its usage line, exit 2).
+
+The sub-commands' descriptions are their module docstrings, written in reST for the API docs;
+:func:`plain_help` turns every description and help text into plain sentences for ``--help``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import gc
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -62,8 +67,94 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         mod = importlib.import_module(f"ls_backend.commands.{name.replace('-', '_')}")
         p = mod.add_parser(sub)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
+    plain_help(parser)
     return parser
+
+
+# reST inline markup, in the order plain_text removes it: a role (``:func:`x```, ``:py:mod:`x```)
+# first, as it wraps single backticks; then ``literal``; a link `text <url>`_; `interpreted`;
+# **strong**; the ``::`` that announces a literal block.
+_ROLE = re.compile(r"(?::[A-Za-z][\w+.-]*)+:`([^`]+)`")
+_LITERAL = re.compile(r"``(\S(?:.*?\S)??)``", re.DOTALL)
+_LINK = re.compile(r"`([^`<]+?)\s*<([^`>]+)>`__?")
+_INTERPRETED = re.compile(r"(?<![\w`])`([^`]+)`(?![\w`])")
+_STRONG = re.compile(r"\*\*(\S(?:.*?\S)??)\*\*", re.DOTALL)
+_BLOCK_MARKER_ATTACHED = re.compile(r"(?<=\S)::$", re.MULTILINE)  # "Example::" -> "Example:"
+_BLOCK_MARKER_ALONE = re.compile(r"[ \t]*(?<!\S)::$", re.MULTILINE)  # "Example ::" -> "Example"
+
+
+def _role_text(match: re.Match[str]) -> str:
+    """What a role shows: ``title <target>`` -> title, ``~a.b.c`` -> c, ``!x`` -> x."""
+    content = match.group(1).strip()
+    titled = re.fullmatch(r"(.+?)\s*<[^<>]+>", content, re.DOTALL)
+    if titled:
+        return titled.group(1)
+    content = content.lstrip("!")
+    if content.startswith("~"):
+        return content[1:].rsplit(".", 1)[-1]
+    return content
+
+
+def plain_text(text: str) -> str:
+    r"""``text`` with its reST inline markup removed, for a terminal.
+
+    Layout (line breaks, indentation) is kept, so a ``RawDescriptionHelpFormatter`` still
+    prints the paragraphs as written.
+
+    >>> plain_text("``ner-quality analyze``: see :func:`analysis.dep.compute_dep`")
+    'ner-quality analyze: see analysis.dep.compute_dep'
+    >>> plain_text(":class:`~ls_backend.settings.Settings` and :mod:`the probs <analysis.probs>`")
+    'Settings and the probs'
+    >>> plain_text("the `Label Studio <https://labelstud.io>`_ API, `default` role, **bold**")
+    'the Label Studio (https://labelstud.io) API, default role, bold'
+    >>> plain_text("Example::\n\n    ner-quality demo\n\nOr ::\n\n    ner-quality serve")
+    'Example:\n\n    ner-quality demo\n\nOr\n\n    ner-quality serve'
+    >>> plain_text("every ``O`` token (``analysis/dep/errormodel.py``), **a** and **b c**")
+    'every O token (analysis/dep/errormodel.py), a and b c'
+    >>> plain_text("nerq_* fields, 100 % and %(default)s stay")
+    'nerq_* fields, 100 % and %(default)s stay'
+    """
+    text = _ROLE.sub(_role_text, text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _LINK.sub(r"\1 (\2)", text)
+    text = _INTERPRETED.sub(r"\1", text)
+    text = _STRONG.sub(r"\1", text)
+    text = _BLOCK_MARKER_ATTACHED.sub(":", text)
+    return _BLOCK_MARKER_ALONE.sub("", text)
+
+
+def plain_help(parser: argparse.ArgumentParser) -> None:
+    """Rewrite, in place, every text ``--help`` prints with :func:`plain_text`.
+
+    The parser's description and epilog, its argument groups' descriptions, every argument's
+    help, and the same for each sub-command parser (and the one-line help of each sub-command
+    in the parent's list), so no sub-command has to clean its own docstring.
+    """
+    seen: set[int] = set()
+
+    def walk(p: argparse.ArgumentParser) -> None:
+        if id(p) in seen:  # an alias maps to the same parser
+            return
+        seen.add(id(p))
+        if p.description:
+            p.description = plain_text(p.description)
+        if p.epilog:
+            p.epilog = plain_text(p.epilog)
+        for group in p._action_groups:
+            if group.description:
+                group.description = plain_text(group.description)
+        for action in p._actions:
+            if action.help:
+                action.help = plain_text(action.help)
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._get_subactions():
+                    if choice.help:
+                        choice.help = plain_text(choice.help)
+                for sub_parser in action.choices.values():
+                    walk(sub_parser)
+
+    walk(parser)
 
 
 def _error_line(exc: BaseException) -> str:
@@ -109,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .settings import Settings
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         args.settings = Settings.from_env()
     except ValueError as exc:
@@ -127,6 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown argument is an error of the sub-command (exit 2).
+
+    ``parse_args`` would report it with the top-level usage, since argparse hands the
+    sub-command's leftovers back to the top-level parser; the user needs the usage of the
+    command they ran.  (A global option such as ``--log-level`` belongs before the command.)
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub_parser: argparse.ArgumentParser = args._parser
+        sub_parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def _run(args: argparse.Namespace) -> int:
