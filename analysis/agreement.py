@@ -52,7 +52,8 @@ import numpy as np
 from analysis.spans import Span, TokenizedText, token_ranges
 
 __all__ = ["AnnotationSet", "PairCounts", "Consensus", "AnnotatorAgreement", "Agreement",
-           "trim_span", "make_annotation_set", "pair_counts", "consensus", "agreement",
+           "trim_span", "make_annotation_set", "pair_counts", "pair_counts_by_label",
+           "consensus", "agreement",
            "token_alpha"]
 
 
@@ -133,6 +134,10 @@ class PairCounts:
         return PairCounts(self.n_a + o.n_a, self.n_b + o.n_b, self.exact + o.exact,
                           self.overlap_a + o.overlap_a, self.overlap_b + o.overlap_b)
 
+    def swapped(self) -> PairCounts:
+        """The same counts seen from the other annotator."""
+        return PairCounts(self.n_b, self.n_a, self.exact, self.overlap_b, self.overlap_a)
+
     @property
     def f1_exact(self) -> float:
         n = self.n_a + self.n_b
@@ -152,19 +157,38 @@ class PairCounts:
 
 
 def _overlapped(xs: Iterable[Span], ys: Sequence[Span]) -> int:
-    """How many of ``xs`` a same-label span of ``ys`` overlaps (half-open rule)."""
-    return sum(any(x.label == y.label and x.start < y.end and y.start < x.end for y in ys)
-               for x in xs)
+    """How many of ``xs`` a span of ``ys`` overlaps (half-open rule; callers pass one label)."""
+    return sum(any(x.start < y.end and y.start < x.end for y in ys) for x in xs)
+
+
+def _group(spans: frozenset[Span]) -> dict[str, list[Span]]:
+    out: dict[str, list[Span]] = {}
+    for x in spans:
+        out.setdefault(x.label, []).append(x)
+    return out
+
+
+def pair_counts_by_label(a: frozenset[Span], b: frozenset[Span]) -> dict[str, PairCounts]:
+    """The counts of one task and one annotator pair, per label (labels either side used)."""
+    ga, gb = _group(a), _group(b)
+    out = {}
+    for lab in ga.keys() | gb.keys():
+        xa, xb = ga.get(lab, []), gb.get(lab, [])
+        out[lab] = PairCounts(len(xa), len(xb), sum(x in b for x in xa), _overlapped(xa, xb),
+                              _overlapped(xb, xa))
+    return out
+
+
+def _total(by_label: Mapping[str, PairCounts]) -> PairCounts:
+    t = PairCounts()
+    for c in by_label.values():
+        t = t + c
+    return t
 
 
 def pair_counts(a: frozenset[Span], b: frozenset[Span]) -> PairCounts:
     """The counts of one task and one annotator pair (see the module rules)."""
-    lb, la = list(b), list(a)
-    return PairCounts(len(a), len(b), len(a & b), _overlapped(a, lb), _overlapped(b, la))
-
-
-def _by_label(spans: frozenset[Span], label: str) -> frozenset[Span]:
-    return frozenset(s for s in spans if s.label == label)
+    return _total(pair_counts_by_label(a, b))
 
 
 @dataclass(frozen=True)
@@ -272,27 +296,29 @@ def _num(x: float) -> float | None:
     return round(float(x), 6) if math.isfinite(x) else None
 
 
-def _task_agreement(s: AnnotationSet) -> float:
-    vals = []
-    for i, j in combinations(range(len(s.annotators)), 2):
-        f = pair_counts(s.spans[i], s.spans[j]).f1_exact
-        vals.append(1.0 if math.isnan(f) else f)
-    return float(np.mean(vals)) if vals else math.nan
+Pairs = dict[tuple[int, int], PairCounts]
 
 
-def _annotator_figures(sets: Sequence[AnnotationSet]) -> dict[str, AnnotatorAgreement]:
+def _task_agreement(n: int, pairs: Pairs) -> float:
+    vals = [1.0 if math.isnan(c.f1_exact) else c.f1_exact
+            for (i, j), c in pairs.items() if i < j]
+    return float(np.mean(vals)) if vals and n >= 2 else math.nan
+
+
+def _annotator_figures(sets: Sequence[AnnotationSet], task_pairs: Sequence[Pairs]
+                       ) -> dict[str, AnnotatorAgreement]:
     acc: dict[str, list[Any]] = {}
-    for s in sets:
+    for s, pairs in zip(sets, task_pairs):
+        k = len(s.annotators)
         for i, a in enumerate(s.annotators):
             row = acc.setdefault(a, [0, 0, PairCounts(), PairCounts(), 0])
             row[0] += 1
             row[1] += len(s.spans[i])
-            for j in range(len(s.annotators)):
+            for j in range(k):
                 if j != i:
-                    row[2] = row[2] + pair_counts(s.spans[i], s.spans[j])
-            others = [s.spans[j] for j in range(len(s.annotators)) if j != i]
-            if len(others) >= 2:
-                c = consensus(others)
+                    row[2] = row[2] + (pairs[(i, j)] if i < j else pairs[(j, i)].swapped())
+            if k >= 3:  # the others' leave-one-out consensus (ties left out)
+                c = consensus([s.spans[j] for j in range(k) if j != i])
                 ties = set(c.ties)
                 row[3] = row[3] + pair_counts(frozenset(x for x in s.spans[i] if x not in ties),
                                               frozenset(c.spans))
@@ -362,16 +388,19 @@ def agreement(sets: Sequence[AnnotationSet], labels: Sequence[str]) -> Agreement
     overall = PairCounts()
     per_label = {lab: PairCounts() for lab in labels}
     pairs: dict[tuple[str, str], PairCounts] = {}
+    task_pairs: list[Pairs] = []
     for s in sets:
+        tp: Pairs = {}
         for i, j in combinations(range(len(s.annotators)), 2):
-            a, b = s.spans[i], s.spans[j]
-            c = pair_counts(a, b)
+            by_lab = pair_counts_by_label(s.spans[i], s.spans[j])
+            c = tp[(i, j)] = _total(by_lab)
             overall = overall + c
             key = (s.annotators[i], s.annotators[j])  # annotators are sorted: a < b
             pairs[key] = pairs.get(key, PairCounts()) + c
-            for lab in labels:
-                per_label[lab] = per_label[lab] + pair_counts(_by_label(a, lab),
-                                                              _by_label(b, lab))
+            for lab, cl in by_lab.items():
+                if lab in per_label:
+                    per_label[lab] = per_label[lab] + cl
+        task_pairs.append(tp)
     alpha, alpha_lab, n_tok = token_alpha(sets, labels)
     notes = []
     if not sets:
@@ -382,8 +411,10 @@ def agreement(sets: Sequence[AnnotationSet], labels: Sequence[str]) -> Agreement
         task_ids=tuple(s.task_id for s in sets),
         task_names=tuple(s.name for s in sets),
         task_annotators=tuple(s.annotators for s in sets),
-        task_agreement=np.array([_task_agreement(s) for s in sets], dtype=np.float64),
+        task_agreement=np.array([_task_agreement(len(s.annotators), tp)
+                                 for s, tp in zip(sets, task_pairs)], dtype=np.float64),
         task_consensus=tuple(consensus(s.spans) for s in sets),
         overall=overall, per_label=per_label, pairs=dict(sorted(pairs.items())),
-        alpha=alpha, alpha_per_label=alpha_lab, per_annotator=_annotator_figures(sets),
+        alpha=alpha, alpha_per_label=alpha_lab,
+        per_annotator=_annotator_figures(sets, task_pairs),
         blank_spans=sum(s.blank_spans for s in sets), n_tokens=n_tok, notes=tuple(notes))

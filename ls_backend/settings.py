@@ -77,6 +77,14 @@ ENV_DOC: dict[str, tuple[str, str]] = {
                        "<dir>/<host>/<project>/store.sqlite3."),
     "NERQ_SYNC_SKEW_S": ("300", "Clock-skew margin (s) subtracted from the incremental-sync "
                          "watermark."),
+    "NERQ_LS_BIN": ("(unset)", "The label-studio executable the demo starts (default: PATH, "
+                    "./.venv-ls, then NERQ_LS_VENV)."),
+    "NERQ_LS_VENV": ("$NERQ_CACHE_DIR/label-studio-venv", "Where the demo installs Label "
+                     "Studio (its own venv) when it finds none."),
+    # read by the process, not by Settings: the image's gunicorn and torch
+    "THREADS": ("8", "gunicorn request threads of the one worker process (Dockerfile CMD)."),
+    "OMP_NUM_THREADS": ("torch default", "CPU threads of torch; on a shared 2-core host 1 is "
+                        "much faster."),
 }
 
 
