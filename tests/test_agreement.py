@@ -340,3 +340,30 @@ def test_agreement_through_real_label_studio_with_several_users(ls_api, ls_proje
     assert dr == dl
     assert sorted(remote.task_agreement.tolist()) == pytest.approx(
         sorted(local.task_agreement.tolist()))
+
+
+def test_cli_analyze_from_a_file_reports_agreement(tmp_path):
+    """``analyze --data export.json``: the file reader (task by task) keeps every annotation
+    of the multi-annotated tasks, so the JSON and the text summary carry the agreement."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from ls_backend.cli import main
+
+    f = tmp_path / "export.json"
+    f.write_text(json.dumps(three_annotators()))
+    cfg = tmp_path / "config.xml"
+    cfg.write_text(CFG)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["analyze", "--data", str(f), "--label-config", str(cfg), "--json"]) == 0
+    out = json.loads(buf.getvalue())
+    ag = out["metrics"]["agreement"]
+    assert ag["tasks"] == 1 and ag["overall"]["f1_exact"] == pytest.approx(2 * 5 / 16)
+    assert [a["task_ids"] for a in out["alerts"] if a["name"] == "annotators disagree"] == [[1]]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["analyze", "--data", str(f), "--label-config", str(cfg)]) == 0
+    assert "annotator agreement: 1 task(s) with several annotators, span F1 0.625" in \
+        buf.getvalue()

@@ -16,7 +16,7 @@ neither is named ``"unknown #k"`` (its position ``k`` in the task's list, 1-base
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from analysis.agreement import AnnotationSet, make_annotation_set
@@ -24,7 +24,7 @@ from analysis.corpus import Corpus
 from analysis.dataset import Problem, annotator_of, choose_annotation
 from analysis.spans import Span, span_problem
 
-__all__ = ["annotation_sets", "annotator_name"]
+__all__ = ["annotation_sets", "annotator_name", "is_multi"]
 
 
 def annotator_name(ann: Mapping[str, Any], k: int) -> str:
@@ -40,14 +40,20 @@ def _live(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [a for a in anns or () if isinstance(a, Mapping) and not a.get("was_cancelled")]
 
 
-def annotation_sets(items: Sequence[Mapping[str, Any]], positions: Sequence[int],
-                    corpus: Corpus, ctx: Any) -> tuple[AnnotationSet, ...]:
+def is_multi(item: Mapping[str, Any]) -> bool:
+    """Whether a task has two or more live annotations (a cheap first test: the annotators
+    may still be one person)."""
+    return len(_live(item)) >= 2
+
+
+def annotation_sets(tasks: Iterable[tuple[int, Mapping[str, Any]]], corpus: Corpus,
+                    ctx: Any) -> tuple[AnnotationSet, ...]:
     """The :class:`AnnotationSet` of every multi-annotated task.
 
     Parameters
     ----------
-    items : the full-export tasks as read
-    positions : ``positions[k]`` is the item index of the dataset's task ``k``
+    tasks : ``(k, item)``: the dataset's task ``k`` and its full-export task as read (tasks with
+        fewer than two annotators are skipped)
     corpus : the dataset's corpus (task texts and tokens)
     ctx : the reader context of :func:`analysis.formats.ls_json.from_ls_tasks` (control name,
         label config, allowed labels, problems)
@@ -55,8 +61,7 @@ def annotation_sets(items: Sequence[Mapping[str, Any]], positions: Sequence[int]
     from analysis.formats.ls_json import _region_span
 
     out = []
-    for k, idx in enumerate(positions):
-        item = items[idx]
+    for k, item in tasks:
         live = _live(item)
         if len(live) < 2:
             continue

@@ -25,6 +25,7 @@ from analysis.exceptions import DataError
 from analysis.formats.label_config import LabelConfig
 from analysis.formats.ls_columns import Reader
 from analysis.formats.ls_json import _Ctx, _task, finish
+from analysis.formats.ls_multi import annotation_sets, is_multi
 
 __all__ = ["iter_json_array", "read_ls_array"]
 
@@ -113,6 +114,7 @@ def read_ls_array(text: str, where: str, *, cfg: LabelConfig | None,
                             ctx, from_name=_from_name(reader.pairs, ctx), problems=problems)),
                     None)
     spans: list[tuple[int, int]] = []
+    multi: list[tuple[int, Mapping[str, Any]]] = []  # kept for agreement (usually few)
     id_only = 0
     for idx, (a, b, it) in enumerate(_chain(first, elements)):
         if not isinstance(it, Mapping):
@@ -126,6 +128,8 @@ def read_ls_array(text: str, where: str, *, cfg: LabelConfig | None,
         reader.add(idx, it, ann, pr)
         if len(reader.cols.texts) > n_before:
             spans.append((a, b))
+            if is_multi(it):
+                multi.append((n_before, it))
     if len(reader.pairs) > 1:
         raise DataError(f"regions use several (from_name, to_name) pairs "
                         f"{sorted(reader.pairs)}; pass a label config to choose one")
@@ -145,8 +149,11 @@ def read_ls_array(text: str, where: str, *, cfg: LabelConfig | None,
         return _task(k, task_name(it.get("id"), idx), it, ann, pr,
                      dataclasses.replace(final, problems=Problems()))
 
-    return finish(reader.cols, cfg, ctx.problems, make, from_name=from_name, to_name=to_name,
-                  value_key=value_key, warn=warn)
+    ds = finish(reader.cols, cfg, ctx.problems, make, from_name=from_name, to_name=to_name,
+                value_key=value_key, warn=warn)
+    ds.annotation_sets = annotation_sets(multi, ds.corpus, dataclasses.replace(
+        final, problems=ctx.problems))
+    return ds
 
 
 def _from_name(pairs: set[tuple[str, str]], ctx: _Ctx) -> str:

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Analysis", "analyze", "analyze_dataset"]
+__all__ = ["Analysis", "analyze", "analyze_dataset", "dataset_agreement"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,6 +293,12 @@ def analyze(
                     agreement=agreement)
 
 
+def dataset_agreement(ds: Corpus | Dataset) -> Agreement | None:
+    """Annotator agreement of a dataset's multi-annotated tasks (None when it has none)."""
+    sets = getattr(ds, "annotation_sets", ())
+    return agreement(sets, as_corpus(ds).labels) if sets else None
+
+
 def analyze_dataset(
     ds: Corpus | Dataset,
     *,
@@ -323,7 +329,6 @@ def analyze_dataset(
         if tags is None and not (isinstance(probs, ModelOutput) and probs.tagset is not None):
             tags = TagSet.for_labels(corpus.labels)
         dep = compute_dep(corpus, probs, tags=tags, span_embeddings=span_embeddings)
-    sets = getattr(ds, "annotation_sets", ())
-    if sets and "agreement" not in kwargs:
-        kwargs["agreement"] = agreement(sets, corpus.labels)
+    if "agreement" not in kwargs:
+        kwargs["agreement"] = dataset_agreement(ds)
     return analyze(corpus, dep=dep, dep_source=dep_source, task_vectors=task_vectors, **kwargs)

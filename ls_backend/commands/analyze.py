@@ -103,7 +103,8 @@ def concat_datasets(datasets: list[Any], names: list[str]) -> Any:
             tasks.append(dataclasses.replace(t, index=len(tasks), split=t.split or name))
     first = datasets[0]
     return Dataset(tasks=tasks, labels=tuple(labels), from_name=first.from_name,
-                   to_name=first.to_name)
+                   to_name=first.to_name,
+                   annotation_sets=tuple(s for d in datasets for s in d.annotation_sets))
 
 
 def _load_dataset(args: argparse.Namespace) -> tuple[Any, str | None, int | None]:
@@ -286,6 +287,7 @@ def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto") 
 def run_analysis(args: argparse.Namespace) -> tuple[Any, Inputs]:
     from analysis.dep import compute_dep
     from analysis.review import analyze
+    from analysis.review.analyze import dataset_agreement
 
     inp = load_inputs(args)
     corpus = inp.dataset.corpus
@@ -293,7 +295,8 @@ def run_analysis(args: argparse.Namespace) -> tuple[Any, Inputs]:
     if inp.output is not None and corpus.annotated.any():
         dep = compute_dep(corpus, inp.output, span_embeddings=inp.span_vectors)
     res = analyze(corpus, dep=dep, dep_source=inp.dep_source, zero_diagonal=args.zero_diagonal,
-                  dup_threshold=args.dup_threshold, seed=args.seed)
+                  dup_threshold=args.dup_threshold, seed=args.seed,
+                  agreement=dataset_agreement(inp.dataset))
     return res, inp
 
 
@@ -307,6 +310,12 @@ def summary_text(res: Any) -> str:
         th = "n/a" if d["threshold"] is None else f"{d['threshold']:.3f}"
         mean = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
         lines.append(f"DEP: mean {mean}, threshold {th}, above: {d['n_above_threshold']}")
+    ag = getattr(res, "agreement", None)
+    if ag is not None and ag.n_tasks:
+        f1 = ag.overall.f1_exact
+        lines.append(f"annotator agreement: {ag.n_tasks} task(s) with several annotators, span F1 "
+                     f"{'n/a' if f1 != f1 else f'{f1:.3f}'} (exact), token alpha "
+                     f"{'n/a' if ag.alpha != ag.alpha else f'{ag.alpha:.3f}'}")
     lines.append(f"{len(res.alerts)} alert(s), {m.get('n_flagged_tasks', 0)} flagged task(s):")
     for a in res.alerts:
         ids = ", ".join(str(t) for t in a.task_ids[:10]) + (" ..." if len(a.task_ids) > 10 else "")
