@@ -253,7 +253,7 @@ def run_demo(
                 servers.ls_dir = Path(tempfile.mkdtemp(prefix="nerq-demo-ls-"))
                 say(f"2/{steps} starting Label Studio ({exe}) on 127.0.0.1 (first start "
                     "~30-60 s, in the background) ...")
-                ls_start = _LSStart(exe, servers.ls_dir, password)
+                ls_start = _LSStart(exe, servers.ls_dir, password, servers)
                 login = (DEMO_USER, password)
             else:
                 ls_start = None
@@ -273,12 +273,15 @@ def run_demo(
                 print(res.summary() + "\n  Ctrl-C stops Label Studio and the backend"
                       + (f" and removes {servers.ls_dir}" if servers.ls_dir else "") + ".",
                       flush=True)
-                servers.wait(res.label_studio_url)
+                try:
+                    servers.wait(res.label_studio_url)
+                except KeyboardInterrupt:  # the documented way to end the demo
+                    say("stopping ...")
             else:
                 print(res.summary(), flush=True)
             return res
         except KeyboardInterrupt:
-            say("stopping ...")
+            say("interrupted; stopping ...")
             raise
         finally:
             servers.close()
@@ -289,15 +292,19 @@ def run_demo(
 class _LSStart:
     """Label Studio starting in a thread while the model trains."""
 
-    def __init__(self, exe: str, data_dir: Path, password: str) -> None:
+    def __init__(self, exe: str, data_dir: Path, password: str, servers: _Servers) -> None:
         import threading
 
         self._out: tuple[subprocess.Popen[bytes], str, str] | None = None
         self._err: BaseException | None = None
 
+        def spawned(proc: subprocess.Popen[bytes]) -> None:
+            servers.ls = proc  # stopped by servers.close() even while it is still starting
+
         def run() -> None:
             try:
-                self._out = start_label_studio(exe, data_dir, password=password)
+                self._out = start_label_studio(exe, data_dir, password=password,
+                                               on_spawn=spawned)
             except BaseException as exc:  # noqa: BLE001 - re-raised in join()
                 self._err = exc
 

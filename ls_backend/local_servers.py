@@ -131,12 +131,14 @@ def install_label_studio(venv: Path | None = None) -> str:
 
 def start_label_studio(exe: str, data_dir: Path, token: str | None = None, *,
                        password: str | None = None,
+                       on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
                        ) -> tuple[subprocess.Popen[bytes], str, str]:
     """Start Label Studio on 127.0.0.1 with a fresh admin and token; returns (proc, url, key).
 
     The admin is :data:`DEMO_USER` with ``password`` (random when not given).  ``token``: the
     admin's token when ``data_dir`` already holds a server's data (a restart); the token and
-    password only apply when the first user is created.
+    password only apply when the first user is created.  ``on_spawn(proc)`` is called as soon
+    as the process exists (before it is up), so a caller interrupted meanwhile can stop it.
     """
     port = free_port()
     token = token or secrets.token_hex(20)
@@ -162,6 +164,8 @@ def start_label_studio(exe: str, data_dir: Path, token: str | None = None, *,
         stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT, env=env,
         start_new_session=True,
     )
+    if on_spawn is not None:
+        on_spawn(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", timeout=240, ok=lambda b: b"UP" in b, proc=proc)

@@ -244,3 +244,39 @@ def test_demo_in_label_studio(tmp_path: Path) -> None:
     assert not Path(ls_dir.group(1)).exists()
     assert not list(Path(env["TMPDIR"]).glob("nerq-demo-ls-*"))
     assert _environ_mentions(ls_dir.group(1)) == []
+
+
+@pytest.mark.integration
+def test_demo_ctrl_c_while_training_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Ctrl-C before the demo is ready (Label Studio still starting, the model training): the
+    Label Studio process and its temporary folder go too; exit 130."""
+    if not LS_BIN.is_file():
+        pytest.skip(f"no Label Studio at {LS_BIN} (set NERQ_LS_BIN)")
+    env = _env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ls_backend.cli", "demo", "--out", str(tmp_path / "demo"),
+         "--epochs", "1"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(proc.stderr, q), daemon=True).start()
+    lines: list[str] = []
+    try:
+        _wait_for(q, r"cross-fitting", lines, timeout=300)
+        t0 = time.time()
+        dirs: list[Path] = []
+        while time.time() - t0 < 60:  # its Label Studio process exists (starting or up)
+            dirs = list(Path(env["TMPDIR"]).glob("nerq-demo-ls-*"))
+            if dirs and _environ_mentions(str(dirs[0])):
+                break
+            time.sleep(0.5)
+        assert dirs and _environ_mentions(str(dirs[0])), "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 130
+    assert not dirs[0].exists()
+    assert _environ_mentions(str(dirs[0])) == []

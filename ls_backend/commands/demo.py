@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
                  wait=not args.no_wait, seed=args.seed,
                  label_studio_url=args.settings.label_studio_url,
                  label_studio_api_key=args.settings.label_studio_api_key)
-    except KeyboardInterrupt:
-        return 0  # Ctrl-C is how the demo ends; the servers are stopped already
+    except KeyboardInterrupt:  # before the demo was ready (Ctrl-C once ready ends it with 0)
+        return 130  # the servers are stopped and the temporary folder removed already
     return 0
