@@ -140,6 +140,16 @@ def _login(url: str, email: str, password: str):
     return s
 
 
+def _ctrl_c(proc: subprocess.Popen) -> int:
+    """Press Ctrl-C (SIGINT) and wait for the exit code (killed, and failing, after 90 s)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
 def _refused(port: int) -> bool:
     with socket.socket() as so:
         so.settimeout(2)
@@ -233,12 +243,7 @@ def test_demo_in_label_studio(tmp_path: Path) -> None:
         assert "nerq-consensus" in {p["model_version"] for p in preds}
         assert len({a["completed_by"] for a in task["annotations"]}) >= 2
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            rc = proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        rc = _ctrl_c(proc)
     assert rc == 0
     assert _refused(int(url.group(1).rsplit(":", 1)[1])) and _refused(int(backend.group(1)))
     assert not Path(ls_dir.group(1)).exists()
@@ -271,12 +276,7 @@ def test_demo_ctrl_c_while_training_leaves_nothing_behind(tmp_path: Path) -> Non
             time.sleep(0.5)
         assert dirs and _environ_mentions(str(dirs[0])), "".join(lines)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        rc = _ctrl_c(proc)
     assert rc == 130
     assert not dirs[0].exists()
     assert _environ_mentions(str(dirs[0])) == []
