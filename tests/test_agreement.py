@@ -149,9 +149,27 @@ def test_invalid_region_reported_not_fatal():
     t = three_annotators()[0]
     t["annotations"][1]["result"].append(reg(0, 5, "MISC"))  # not in the config
     ds = from_ls_tasks([t], label_config=CFG, strict=False)
-    bad = [p for p in ds.problems.items if p.which == "annotation"]
+    bad = [p for p in ds.problems.items if p.which == "agreement"]
     assert len(bad) == 1 and "task 1" in bad[0].message and "MISC" in bad[0].message
     assert Span(0, 5, "MISC") not in ds.annotation_sets[0].spans[1]
+
+
+def test_float_offsets_in_a_second_opinion_cost_that_region_only():
+    # the gold reader refuses a whole task whose chosen annotation has float offsets; a second
+    # opinion's bad region is left out of agreement (reported), even when reading strictly
+    t = three_annotators()[0]
+    bad_reg = reg(19, 24, "LOC")
+    bad_reg["value"]["start"] = 19.0
+    t["annotations"][0]["result"].append(bad_reg)  # u1's; u3's (the latest) is the gold
+    for strict in (False, True):
+        ds = from_ls_tasks([t], label_config=CFG, strict=strict)
+        assert len(ds) == 1 and ds.annotation_sets[0].annotators == ("u1@example.com",
+                                                                     "u2@example.com",
+                                                                     "u3@example.com")
+        bad = [p for p in ds.problems.items if p.which == "agreement"]
+        assert len(bad) == 1 and "non-integer offsets" in bad[0].message
+        assert "u1@example.com" in bad[0].message and "task 1" in bad[0].message
+        assert {(s.start, s.end) for s in ds.annotation_sets[0].spans[0]} == {(0, 5), (10, 15)}
 
 
 # ----------------------------------------------------------------- random data vs references

@@ -235,8 +235,8 @@ def from_ls_tasks(
 
     ds = finish(cols, cfg, ctx.problems, make, from_name=from_name, to_name=to_name,
                 value_key=value_key, warn=warn)
-    ds.annotation_sets = annotation_sets(((k, items[i]) for k, i in enumerate(cols.items)),
-                                         ds.corpus, ctx)
+    ds.annotation_sets = annotation_sets(
+        ((k, items[i], chosen_ann[i]) for k, i in enumerate(cols.items)), ds.corpus, ctx)
     return ds
 
 

@@ -5,10 +5,13 @@ labels; agreement needs all of them.  :func:`annotation_sets` reads, for each lo
 live (non-cancelled) annotations by two or more annotators, each annotator's latest annotation
 into an :class:`analysis.agreement.AnnotationSet`.  Regions are read with the same rules as the
 chosen annotation (:func:`analysis.formats.ls_json._region_span`: the label config's control,
-one label per region, canonical label names); a region that is not a valid span (no label,
-out of range, unknown label) is left out and reported in ``Dataset.problems`` as a
-``dropped_span`` of ``which="annotation"``.  Overlapping spans are kept (agreement handles
-them, see :mod:`analysis.agreement`).
+one label per region, canonical label names); a region of another annotator's annotation that
+is not a valid span (non-integer offsets, no label, out of range, unknown label) is left out of
+that annotator's set and reported in ``Dataset.problems`` as a ``dropped_span`` with
+``which="agreement"``, whatever ``strict`` says: the gold labels are read already, and one bad
+region in a second opinion should cost that region, not the task.  The regions of the annotation
+chosen for the gold labels were checked (and reported) by the gold reader and are not reported
+twice.  Overlapping spans are kept (agreement handles them, see :mod:`analysis.agreement`).
 
 Annotators are named by email when the export has one, else by user id; an annotation with
 neither is named ``"unknown #k"`` (its position ``k`` in the task's list, 1-based).
@@ -46,14 +49,14 @@ def is_multi(item: Mapping[str, Any]) -> bool:
     return len(_live(item)) >= 2
 
 
-def annotation_sets(tasks: Iterable[tuple[int, Mapping[str, Any]]], corpus: Corpus,
-                    ctx: Any) -> tuple[AnnotationSet, ...]:
+def annotation_sets(tasks: Iterable[tuple[int, Mapping[str, Any], Mapping[str, Any] | None]],
+                    corpus: Corpus, ctx: Any) -> tuple[AnnotationSet, ...]:
     """The :class:`AnnotationSet` of every multi-annotated task.
 
     Parameters
     ----------
-    tasks : ``(k, item)``: the dataset's task ``k`` and its full-export task as read (tasks with
-        fewer than two annotators are skipped)
+    tasks : ``(k, item, gold)``: the dataset's task ``k``, its full-export task as read and the
+        annotation chosen for its gold labels (tasks with fewer than two annotators are skipped)
     corpus : the dataset's corpus (task texts and tokens)
     ctx : the reader context of :func:`analysis.formats.ls_json.from_ls_tasks` (control name,
         label config, allowed labels, problems)
@@ -61,7 +64,7 @@ def annotation_sets(tasks: Iterable[tuple[int, Mapping[str, Any]]], corpus: Corp
     from analysis.formats.ls_json import _region_span
 
     out = []
-    for k, item in tasks:
+    for k, item, gold in tasks:
         live = _live(item)
         if len(live) < 2:
             continue
@@ -78,12 +81,17 @@ def annotation_sets(tasks: Iterable[tuple[int, Mapping[str, Any]]], corpus: Corp
             spans: list[Span] = []
             result = (chosen or {}).get("result")
             for reg in result if isinstance(result, list) else ():
-                sp, msg, _ = _region_span(reg, where, f"annotation by {name}", ctx)
+                try:
+                    sp, msg, _ = _region_span(reg, where, f"annotation by {name}", ctx)
+                except TypeError as exc:  # non-integer offsets: a whole task for the gold reader
+                    sp, msg = None, str(exc)
                 if sp is not None:
                     msg = span_problem(sp, len(text), ctx.allowed, where=where,
                                        what=f"span by {name}", label_source="label config labels")
                 if msg is not None:
-                    ctx.problems.add(Problem("dropped_span", k, "annotation", sp, msg))
+                    if chosen is not gold:
+                        ctx.problems.add(Problem("dropped_span", k, "agreement", sp,
+                                                 f"{msg} (left out of agreement)"))
                     continue
                 if sp is not None:
                     spans.append(sp)

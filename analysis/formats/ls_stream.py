@@ -114,7 +114,7 @@ def read_ls_array(text: str, where: str, *, cfg: LabelConfig | None,
                             ctx, from_name=_from_name(reader.pairs, ctx), problems=problems)),
                     None)
     spans: list[tuple[int, int]] = []
-    multi: list[tuple[int, Mapping[str, Any]]] = []  # kept for agreement (usually few)
+    multi: list[tuple[int, Mapping[str, Any], Mapping[str, Any] | None]] = []  # kept for agreement (usually few)
     id_only = 0
     for idx, (a, b, it) in enumerate(_chain(first, elements)):
         if not isinstance(it, Mapping):
@@ -129,7 +129,7 @@ def read_ls_array(text: str, where: str, *, cfg: LabelConfig | None,
         if len(reader.cols.texts) > n_before:
             spans.append((a, b))
             if is_multi(it):
-                multi.append((n_before, it))
+                multi.append((n_before, it, ann))
     if len(reader.pairs) > 1:
         raise DataError(f"regions use several (from_name, to_name) pairs "
                         f"{sorted(reader.pairs)}; pass a label config to choose one")
