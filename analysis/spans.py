@@ -21,6 +21,7 @@ import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -31,6 +32,7 @@ __all__ = [
     "SpanTable",
     "AlignmentReport",
     "tokenize",
+    "tokenize_many",
     "from_tokens",
     "char_to_token_spans",
     "token_ranges",
@@ -111,6 +113,34 @@ def tokenize(text: str) -> TokenizedText:
     starts = np.fromiter((m.start() for m in matches), dtype=np.int64, count=len(matches))
     ends = np.fromiter((m.end() for m in matches), dtype=np.int64, count=len(matches))
     return TokenizedText(text, tuple(m.group() for m in matches), starts, ends)
+
+
+def tokenize_many(texts: Sequence[str]) -> list[TokenizedText]:
+    """:func:`tokenize` of every text (the same tokens and offsets), in one regex pass.
+
+    The texts are joined by ``"\\n"``, which no token can contain, so no token crosses from one
+    text into the next; offsets are mapped back to each text with one vectorised subtraction.
+
+    >>> [tt.tokens for tt in tokenize_many(["Obama met Biden.", "", "Hi"])]
+    [('Obama', 'met', 'Biden', '.'), (), ('Hi',)]
+    """
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"item {i}: text must be str, got {type(t).__name__}")
+    matches = list(_TOKEN_RE.finditer("\n".join(texts)))
+    n = len(matches)
+    off = np.fromiter(chain.from_iterable(map(re.Match.span, matches)), dtype=np.int64,
+                      count=2 * n).reshape(n, 2)
+    toks = list(map(re.Match.group, matches))
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    base = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lens + 1, out=base[1:])
+    bounds = np.searchsorted(off[:, 0], base).tolist()
+    text_of = np.searchsorted(base, off[:, 0], side="right") - 1
+    starts = off[:, 0] - base[text_of]
+    ends = off[:, 1] - base[text_of]
+    return [TokenizedText(t, tuple(toks[lo:hi]), starts[lo:hi], ends[lo:hi])
+            for t, lo, hi in zip(texts, bounds[:-1], bounds[1:])]
 
 
 def from_tokens(tokens: Sequence[str], *, sep: str = " ") -> TokenizedText:

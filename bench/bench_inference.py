@@ -20,17 +20,30 @@ Texts: CoNLL-03 test sentences (tokens joined by one space).  The model: ``--mod
 token-classification dir) or, by default, the packaged MiniLM backbone with a fresh seeded head
 (the comparison is about speed; the labels do not matter).  Prints JSON (and ``--out FILE``).
 
+``--null-model``: the host overhead, no GPU needed.  The complete predict path (text in →
+Label Studio regions out) with the model forward replaced by a stand-in that returns logits and
+a last hidden state of the right shapes at ~zero cost (slices of pre-made random tensors whose
+argmax gives entities at about CoNLL-03's rate).  Per stage µs per sentence
+(``ls_backend.runtime.infer.STAGES`` + ``regions``) for the current path and the per-item path it
+replaced (``tests/reference_infer.py``), and the ratio **host path / fast-tokenizer call alone**
+(``tokenizer(words, is_split_into_words=True, add_special_tokens=False)``, the call the host
+path makes) on the same sentences, all in one run; best of ``--repeat`` runs each, one thread
+(``--threads``) for torch and for the Rust tokenizer.
+
 ``--quality``: additionally fine-tune the packaged (uncased) backbone on the first
 ``--train-limit`` CoNLL-03 train sentences for ``--epochs`` and report test span P/R/F1
 (``analysis.metrics.span_prf``, = seqeval strict IOB2).
 
     .venv/bin/python bench/bench_inference.py --limit 1000 --out /tmp/bench_inference.json
     .venv/bin/python bench/bench_inference.py --quality --train-limit 2000 --epochs 1 --limit 0
+    .venv/bin/python bench/bench_inference.py --null-model --limit 0 \
+        --out bench/results/inference_null_model.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -126,6 +139,129 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+class NullForward:
+    """A stand-in for the HF model: logits (and a last hidden state) of the right shapes,
+    views into tensors made once, so the forward costs ~nothing."""
+
+    def __init__(self, real: Any, *, batch_tokens: int, seed: int = 0) -> None:
+        import torch
+
+        self.config = real.config
+        n_tags = int(real.config.num_labels)
+        g = torch.Generator().manual_seed(seed)
+        n = batch_tokens * 2
+        logits = torch.randn(n, n_tags, generator=g)
+        # about 1 word in 7 gets an entity tag as argmax (CoNLL-03: 1.7 entities / 12.7 words)
+        ent = torch.rand(n, generator=g) < 0.15
+        tag = torch.randint(1, max(n_tags, 2), (n,), generator=g)
+        logits[torch.arange(n), torch.where(ent, tag, torch.zeros_like(tag))] += 4.0
+        self.logits = logits
+        self.hidden = torch.randn(n, int(real.config.hidden_size), generator=g)
+        self.calls = 0
+
+    def eval(self) -> NullForward:
+        return self
+
+    def __call__(self, *, input_ids: Any, attention_mask: Any,
+                 output_hidden_states: bool = False) -> Any:
+        from types import SimpleNamespace
+
+        r, w = input_ids.shape
+        self.calls += 1
+        logits = self.logits[: r * w].view(r, w, -1)
+        hs = (self.hidden[: r * w].view(r, w, -1),) if output_hidden_states else None
+        return SimpleNamespace(logits=logits, hidden_states=hs)
+
+
+def null_model(args: argparse.Namespace) -> dict[str, Any]:
+    """Host overhead by stage, current vs per-item path, against the bare tokenizer call."""
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # before tokenizers starts its pool
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(REPO / "tests"))
+    from reference_infer import reference_predict
+
+    from analysis.formats import regions
+    from analysis.spans import tokenize
+    from ls_backend.runtime import NerModel
+    from ls_backend.runtime.infer import STAGES
+
+    texts = load_texts(Path(args.data), args.limit)
+    model = NerModel.load(None, labels=["PER", "LOC", "ORG", "MISC"], device="cpu", seed=0)
+    model.hf_model = NullForward(model.hf_model, batch_tokens=args.batch_tokens)
+    tok = model.tokenizer
+    words = [list(tokenize(t).tokens) for t in texts]
+    n = len(texts)
+
+    def bare_tokenizer() -> float:
+        t0 = time.perf_counter()
+        tok(words, is_split_into_words=True, add_special_tokens=False,
+            return_attention_mask=False, return_token_type_ids=False, truncation=False)
+        return time.perf_counter() - t0
+
+    def rust_backend() -> float:
+        t0 = time.perf_counter()
+        tok._tokenizer.encode_batch(words, add_special_tokens=False, is_pretokenized=True)
+        return time.perf_counter() - t0
+
+    def host(fn: Any, emb: bool) -> tuple[float, dict[str, float], Any]:
+        timings: dict[str, float] = {}
+        gc.collect()  # no path pays for the garbage of the one before
+        t0 = time.perf_counter()
+        preds = fn(model, texts, batch_tokens=args.batch_tokens, return_embeddings=emb,
+                   timings=timings)
+        t1 = time.perf_counter()
+        res = [regions(t, p.spans, from_name="label", to_name="text", scores=p.span_scores)
+               for t, p in zip(texts, preds)]
+        t2 = time.perf_counter()
+        timings["regions"] = t2 - t1
+        return t2 - t0, timings, (preds, res)
+
+    paths = {"current": lambda m, items, **kw: m.predict(items, **kw),
+             "per_item_before": reference_predict}
+    best: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    for _ in range(args.repeat):  # interleaved, best of N each
+        for name, fn in (("bare_tokenizer", bare_tokenizer), ("rust_backend", rust_backend)):
+            gc.collect()
+            best[name] = min(best.get(name, float("inf")), fn())
+        for emb in (False, True):
+            for name, fn in paths.items():
+                key = f"{name}{'_embeddings' if emb else ''}"
+                total, timings, res = host(fn, emb)
+                if not emb and key not in kept:
+                    kept[key] = res[0]
+                del res
+                if key not in best or total < best[key][0]:
+                    best[key] = (total, timings)
+    # the two paths agree (the tests pin this on the real model)
+    cur, old = kept["current"], kept["per_item_before"]
+    same = all(a.spans == b.spans and np.array_equal(a.probs, b.probs) for a, b in zip(cur, old))
+    us = 1e6 / n
+    out: dict[str, Any] = {
+        "sentences": n, "words": sum(map(len, words)), "threads": args.threads,
+        "batch_tokens": args.batch_tokens, "spans_per_sentence": round(
+            sum(len(p.spans) for p in cur) / n, 2),
+        "same_spans_and_probs_as_before": bool(same),
+        "bare_tokenizer_us": round(best["bare_tokenizer"] * us, 2),
+        "rust_backend_encode_us": round(best["rust_backend"] * us, 2),
+        "paths": {},
+    }
+    for key in ("current", "per_item_before", "current_embeddings",
+                "per_item_before_embeddings"):
+        total, timings = best[key]
+        out["paths"][key] = {
+            "total_us": round(total * us, 2),
+            "ratio_to_bare_tokenizer": round(total / best["bare_tokenizer"], 3),
+            "stages_us": {s: round(timings.get(s, 0.0) * us, 2) for s in (*STAGES, "regions")},
+        }
+    out["speedup_host_path"] = round(out["paths"]["per_item_before"]["total_us"]
+                                     / out["paths"]["current"]["total_us"], 2)
+    return out
+
+
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     """Fine-tune the packaged backbone on a CoNLL-03 train subset; test span P/R/F1."""
     import dataclasses
@@ -175,6 +311,9 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=4096, help="ours: tokens per batch")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--quality", action="store_true", help="also train + evaluate test F1")
+    ap.add_argument("--null-model", action="store_true",
+                    help="host overhead only: the forward replaced by a zero-cost stand-in")
+    ap.add_argument("--repeat", type=int, default=5, help="--null-model: best of N runs")
     ap.add_argument("--train-limit", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -185,6 +324,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
+        return
+    if args.null_model:
+        if "--threads" not in sys.argv:
+            args.threads = 1
+        text = json.dumps(null_model(args), indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
         return
 
     import torch

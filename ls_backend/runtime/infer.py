@@ -3,8 +3,8 @@
 The pipeline, for a list of items (``TokenizedText`` or ``str``; a ``str`` is split with
 :func:`analysis.spans.tokenize`):
 
-1. **Pre-tokenization.**  The item's words go to the fast tokenizer in one call with
-   ``is_split_into_words=True``; ``word_ids()`` maps every subtoken back to its word.  A word
+1. **Pre-tokenization.**  The items' words go to the fast tokenizer in one call with
+   ``is_split_into_words=True``; the word id of every subtoken maps it back to its word.  A word
    that yields no subtoken at all (e.g. a lone zero-width space, which BERT tokenizers drop) is
    replaced by the tokenizer's unknown token, so every word owns at least one subtoken and
    per-word outputs never shift.
@@ -12,52 +12,76 @@ The pipeline, for a list of items (``TokenizedText`` or ``str``; a ``str`` is sp
    (``stride`` subtokens of overlap).  Every subtoken is *owned* by the window in which it is
    most central (largest distance to the window's nearer edge); its logits and hidden state are
    taken from that window only.  Windows are independent sequences for the model.
-3. **Batches.**  All windows of all items are sorted by length and packed greedily so that
-   ``n_windows * longest_window <= batch_tokens``.
+3. **Batches.**  All windows of a chunk of items are sorted by length and packed greedily so
+   that ``n_windows * longest_window <= batch_tokens``.
 4. **Forward.**  ``torch.inference_mode()``; bf16 (fp16 where bf16 is unsupported) autocast on
-   CUDA, fp32 on CPU.
+   CUDA, fp32 on CPU.  Only the last hidden state is kept, and only when embeddings are asked
+   for (read at the input of the model's ``classifier`` when that is the last hidden state,
+   checked once per model; else ``output_hidden_states``).
 5. **Per word.**  A word's probabilities are the softmax of its **first subtoken's** logits
    (the same subtoken training labels; the other subtokens are ignored, as in the BERT paper).
-   When the model's tag set is mapped onto the canonical IOB2 set, probabilities are summed
-   per canonical tag (``S-X`` into ``B-X``, ``E-X`` into ``I-X``, dropped types into ``O``).
-6. **Decoding.**  :func:`analysis.tags.decode_probs` (argmax, a new span at every ``B-``),
-   then token spans → character spans through the item's own token offsets.
+   Only those rows leave the device: on CUDA they are gathered and soft-maxed there (fp32); on
+   the CPU the softmax is float64, as it always was, so CPU results are bit-identical to the
+   per-item implementation this replaced.  When the model's tag set is mapped onto the
+   canonical IOB2 set, probabilities are summed per canonical tag (``S-X`` into ``B-X``,
+   ``E-X`` into ``I-X``, dropped types into ``O``).
+6. **Decoding.**  :func:`analysis.tags.decode_columns` (argmax, a new span at every ``B-``) over
+   all items a batch completes at once, then token spans → character spans through the items'
+   token offsets.
 
-Embeddings: a span's embedding is the mean of the last-layer hidden states of all subtokens of
-its words (special tokens excluded).  Items finish as soon as their last window is processed,
-so memory stays bounded by the longest item, not the dataset.
-
-Steps 1–3 live in :mod:`ls_backend.runtime.windows` (re-exported here); this module runs the
-forward passes and builds the :class:`TaskPrediction` of every item.
+Everything after the tokenizer works on flat arrays over all items of a batch
+(:class:`ls_backend.runtime.windows.Columns`); the only per-item Python work left is building
+the result objects.  Items are processed in chunks of ``CHUNK_ITEMS``; the next chunk is
+tokenized in a background thread while the current one runs through the model (the Rust
+tokenizer releases the GIL).  Embeddings: a span's embedding is the mean of the last-layer
+hidden states of all subtokens of its words (special tokens excluded).  An item finishes as
+soon as its last window is processed, so hidden states are held per batch (plus the items
+whose windows span several batches), not per dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from analysis.spans import Span, TokenizedText, TokenSpan, token_to_char_spans
-from analysis.tags import decode_probs, task_confidence, task_entropy
+from analysis.spans import Span, TokenizedText, TokenSpan
+from analysis.tags import TagSet, decode_columns
 
-# the windowing helpers moved to .windows; all of them stay importable from here
-from .windows import (  # noqa: F401 (make_windows, special_affixes: re-exported)
+# the windowing helpers live in .windows; these stay importable from here
+from .windows import (  # noqa: F401 (re-exported)
+    Columns,
     Prepared,
     as_tokenized,
+    build_batch,
     build_inputs,
     iter_batches,
     make_windows,
     prepare,
+    prepare_columns,
+    ranges,
     special_affixes,
+    window_batches,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaskPrediction", "InferenceModel", "Prepared", "prepare", "iter_batches", "predict"]
+__all__ = ["TaskPrediction", "InferenceModel", "Prepared", "prepare", "iter_batches", "predict",
+           "STAGES"]
+
+CHUNK_ITEMS = 8192
+"""Items tokenized and batched together (length sorting happens within a chunk)."""
+
+STAGES = ("words", "tokenize", "batch", "transfer", "forward", "post")
+"""Stage names of :func:`predict`'s ``timings`` (seconds): text → words, subword tokenization,
+batch building, host↔device copies, model forward, post-processing (softmax, decoding, spans,
+embeddings, result objects)."""
 
 
 class InferenceModel(Protocol):
@@ -125,187 +149,372 @@ def autocast_context(device: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+class _Clock:
+    """Seconds per stage, added into ``timings`` (a no-op without one)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def tick(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+            self.t = now
+
+
+# ------------------------------------------------------------------ given spans
+
+
+@dataclass
+class _Given:
+    """Caller-given token spans of a chunk: global word ranges, grouped by item."""
+
+    w0: np.ndarray  # (n,) int64 global first word
+    w1: np.ndarray  # (n,) int64 global end word (exclusive)
+    off: np.ndarray  # (n_items + 1,) item i owns rows [off[i], off[i+1])
+
+
+def _given_spans(tts: Sequence[TokenizedText], spans: Sequence[Sequence[TokenSpan]],
+                 word_off: np.ndarray, first: int) -> _Given:
+    """Validated caller-given token spans (``first``: position of ``tts[0]`` in the request,
+    for messages)."""
+    counts = np.fromiter(map(len, spans), dtype=np.int64, count=len(spans))
+    n = int(counts.sum())
+    a = np.fromiter((s.start for sp in spans for s in sp), dtype=np.int64, count=n)
+    b = np.fromiter((s.end for sp in spans for s in sp), dtype=np.int64, count=n)
+    item = np.repeat(np.arange(len(spans), dtype=np.int64), counts)
+    n_words = (word_off[1:] - word_off[:-1])[item]
+    bad = (a < 0) | (a >= b) | (b > n_words)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"item {first + int(item[r])}: token span [{a[r]}, {b[r]}) is empty or out of range "
+            f"for {n_words[r]} tokens"
+        )
+    off = np.zeros(len(spans) + 1, dtype=np.int64)
+    np.cumsum(counts, out=off[1:])
+    return _Given(a + word_off[item], b + word_off[item], off)
+
+
+# ------------------------------------------------------------------ forward
+
+
+class _Forward:
+    """The model forward of one batch: logits and (when asked) the last hidden state, as
+    tensors on the model's device."""
+
+    def __init__(self, model: InferenceModel, *, want_emb: bool) -> None:
+        import torch
+
+        self.hf = model.hf_model
+        self.hf.eval()
+        self.dev = torch.device(model.device)
+        self.cuda = self.dev.type == "cuda"
+        self.want_emb = want_emb
+        self._captured: list[Any] = []
+        self._hook: Any = None
+        self.use_hook = want_emb and _classifier_reads_last_hidden(model)
+
+    def __enter__(self) -> _Forward:
+        if self.use_hook:
+            self._hook = self.hf.classifier.register_forward_pre_hook(
+                lambda _mod, args: self._captured.append(args[0]))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+
+    def to_device(self, arr: np.ndarray) -> Any:
+        import torch
+
+        t = torch.from_numpy(arr)
+        if self.cuda:
+            return t.pin_memory().to(self.dev, non_blocking=True)
+        return t
+
+    def __call__(self, ids: Any, mask: Any) -> tuple[Any, Any]:
+        self._captured.clear()
+        out = self.hf(input_ids=ids, attention_mask=mask,
+                      output_hidden_states=self.want_emb and not self.use_hook)
+        states = None
+        if self.want_emb:
+            states = self._captured[-1] if self.use_hook else out.hidden_states[-1]
+        return out.logits, states
+
+
+def _classifier_reads_last_hidden(model: InferenceModel) -> bool:
+    """Whether the input of ``hf_model.classifier`` is the last hidden state (so hidden states
+    of the other layers need not be returned).  Checked once per model on a tiny input and
+    remembered on the model object."""
+    cached = getattr(model, "_nerq_hook_ok", None)
+    if cached is not None:
+        return bool(cached)
+    import torch
+
+    hf = model.hf_model
+    ok = False
+    clf = getattr(hf, "classifier", None)
+    if isinstance(clf, torch.nn.Module):
+        seen: list[Any] = []
+        h = clf.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            ids = torch.tensor([model.prefix_ids + [model.pad_id] * 3 + model.suffix_ids],
+                               device=torch.device(model.device))
+            with torch.inference_mode():
+                out = hf(input_ids=ids, attention_mask=torch.ones_like(ids),
+                         output_hidden_states=True)
+            ok = len(seen) == 1 and torch.equal(seen[0], out.hidden_states[-1])
+        finally:
+            h.remove()
+    try:
+        model._nerq_hook_ok = ok  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - a model object that takes no attributes
+        pass
+    return ok
+
+
+# ------------------------------------------------------------------ one chunk
+
+
+class _Chunk:
+    """Runs one chunk of items (:class:`Columns`) through the model, batch by batch, and
+    builds the :class:`TaskPrediction` of every item as soon as its last window is done."""
+
+    def __init__(self, model: InferenceModel, cols: Columns, fwd: _Forward,
+                 given: _Given | None, *, return_embeddings: bool, clock: _Clock,
+                 bar: Any = None) -> None:
+        self.bar = bar
+        self.model = model
+        self.cols = cols
+        self.fwd = fwd
+        self.given = given
+        self.return_embeddings = return_embeddings
+        self.want_emb = fwd.want_emb
+        self.clock = clock
+        self.ts = TagSet(tuple(model.tags), model.scheme)
+        self.n_pre = len(model.prefix_ids)
+        n_win = len(cols.windows)
+        first_sub = cols.word_first[:-1]
+        self.first_sub = first_sub
+        word_win = cols.owner[first_sub]
+        grid = np.arange(n_win + 1, dtype=np.int64)
+        self.win_words = np.searchsorted(word_win, grid)  # window w owns words [ww[w], ww[w+1])
+        self.win_subs = np.searchsorted(cols.owner, grid)  # ... and subtokens [ws[w], ws[w+1])
+        self.probs = np.zeros((int(cols.word_off[-1]), len(model.tags)), dtype=np.float32)
+        self.remaining = cols.win_off[1:] - cols.win_off[:-1]
+        self.multi_states: dict[int, np.ndarray] = {}  # items with windows in several batches
+        self.item_row = np.full(cols.n_items, -1, dtype=np.int64)  # batch row, 1-window items
+        self.tok_start = _concat([tt.starts for tt in cols.tts])
+        self.tok_end = _concat([tt.ends for tt in cols.tts])
+        self.results: list[TaskPrediction | None] = [None] * cols.n_items
+
+    # -------------------------------------------------------------- batches
+    def run(self, batch_tokens: int) -> list[TaskPrediction]:
+        m = self.model
+        n_special = len(m.prefix_ids) + len(m.suffix_ids)
+        self._finish(np.flatnonzero(self.remaining == 0), None)  # items without windows
+        self.clock.tick("post")
+        for wins in window_batches(self.cols, batch_tokens=batch_tokens, n_special=n_special):
+            ids, mask = build_batch(self.cols, wins, prefix=m.prefix_ids, suffix=m.suffix_ids,
+                                    pad_id=m.pad_id)
+            self.clock.tick("batch")
+            ids_t, mask_t = self.fwd.to_device(ids), self.fwd.to_device(mask)
+            self.clock.tick("transfer")
+            logits, states = self.fwd(ids_t, mask_t)
+            if self.fwd.cuda and self.clock.timings is not None:
+                import torch
+
+                torch.cuda.synchronize()
+            self.clock.tick("forward")
+            self._batch(wins, logits, states)
+        return [r for r in self.results if r is not None]
+
+    def _batch(self, wins: np.ndarray, logits: Any, states: Any) -> None:
+        """Per-word probabilities of the words the batch's windows own; the items it
+        completes are finished."""
+        import torch
+
+        cols = self.cols
+        a = cols.windows[wins, 0]
+        words, row = ranges(self.win_words[wins], self.win_words[wins + 1] - self.win_words[wins])
+        col = self.n_pre + self.first_sub[words] - a[row]
+        if self.fwd.cuda:
+            sel = logits[torch.from_numpy(row).to(logits.device),
+                         torch.from_numpy(col).to(logits.device)]
+            native = torch.softmax(sel.float(), dim=-1).cpu().numpy()
+        else:
+            native = _softmax(logits.float().numpy()[row, col])
+        self.clock.tick("transfer")
+        self.probs[words] = self.model.map_probs(native)
+        items = cols.win_item[wins]
+        np.subtract.at(self.remaining, items, 1)
+        done = np.unique(items)
+        done = done[self.remaining[done] == 0]
+        if states is not None:
+            n_win = cols.win_off[items + 1] - cols.win_off[items]
+            multi = np.flatnonzero(n_win > 1)
+            if len(multi):  # items with windows in several batches keep their states
+                self._collect(wins[multi], multi, states)
+            single = np.flatnonzero(n_win == 1)
+            self.item_row[items[single]] = single
+        self._finish(done, states)
+        self.clock.tick("post")
+
+    def _collect(self, wins: np.ndarray, rows: np.ndarray, states: Any) -> None:
+        """Keep the states of the subtokens that batch rows ``rows`` (windows ``wins`` of items
+        with several windows) own, until their item is complete."""
+        cols = self.cols
+        subs, r = ranges(self.win_subs[wins], self.win_subs[wins + 1] - self.win_subs[wins])
+        got = _gather(states, rows[r], self.n_pre + subs - cols.windows[wins, 0][r])
+        for j, w in enumerate(wins.tolist()):
+            k = int(cols.win_item[w])
+            buf = self.multi_states.get(k)
+            if buf is None:
+                n = int(cols.sub_off[k + 1] - cols.sub_off[k])
+                buf = self.multi_states[k] = np.zeros((n, got.shape[1]), dtype=np.float32)
+            sel = r == j
+            buf[subs[sel] - cols.sub_off[k]] = got[sel]
+
+    # -------------------------------------------------------------- results
+    def _finish(self, items: np.ndarray, states: Any) -> None:
+        """Decode the completed ``items`` together and store their predictions."""
+        if not len(items):
+            return
+        cols = self.cols
+        w_lo, w_hi = cols.word_off[items], cols.word_off[items + 1]
+        words, _ = ranges(w_lo, w_hi - w_lo)
+        probs = self.probs[words]
+        off = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(w_hi - w_lo, out=off[1:])
+        best = probs.argmax(axis=1) if len(words) else np.zeros(0, dtype=np.int64)
+        conf = probs[np.arange(len(best)), best]
+        t0, t1, lab = decode_columns(best, off, self.ts)
+        csum = np.concatenate([[0.0], np.cumsum(conf, dtype=np.float64)])
+        span_scores = ((csum[t1] - csum[t0]) / (t1 - t0)).astype(np.float32)
+        span_item = np.searchsorted(off, t0, side="right") - 1
+        per_item = np.bincount(span_item, minlength=len(items))
+        span_off = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(per_item, out=span_off[1:])
+        g0, g1 = words[t0], words[t1 - 1] + 1  # global word ranges of the spans
+        labels = self.ts.types
+        all_spans = [Span(s, e, labels[k]) for s, e, k in zip(
+            self.tok_start[g0].tolist(), self.tok_end[g1 - 1].tolist(), lab.tolist())]
+        score, entropy = _task_scores(probs, conf, off)
+        span_emb = extra = None
+        if states is not None:
+            item_of_span = items[span_item]
+            if self.return_embeddings:
+                span_emb = self._means(g0, g1, item_of_span, states)
+            if self.given is not None:
+                gv = self.given
+                g_lo, g_hi = gv.off[items], gv.off[items + 1]
+                grows, gitem = ranges(g_lo, g_hi - g_lo)
+                extra = self._means(gv.w0[grows], gv.w1[grows], items[gitem], states)
+                extra_off = np.zeros(len(items) + 1, dtype=np.int64)
+                np.cumsum(g_hi - g_lo, out=extra_off[1:])
+        hidden = self.model.embedding_dim
+        for j, k in enumerate(items.tolist()):
+            sa, sb = int(span_off[j]), int(span_off[j + 1])
+            pred = TaskPrediction(
+                probs=self.probs[cols.word_off[k]:cols.word_off[k + 1]],
+                spans=tuple(all_spans[sa:sb]),
+                span_scores=span_scores[sa:sb],
+                score=float(score[j]),
+                entropy=float(entropy[j]),
+            )
+            if self.want_emb:
+                if span_emb is not None:
+                    pred.span_embeddings = span_emb[sa:sb]
+                elif self.return_embeddings:
+                    pred.span_embeddings = np.zeros((sb - sa, hidden), dtype=np.float32)
+                if extra is not None:
+                    pred.extra_embeddings = extra[extra_off[j]:extra_off[j + 1]]
+                elif self.given is not None:
+                    pred.extra_embeddings = np.zeros(
+                        (int(self.given.off[k + 1] - self.given.off[k]), hidden), np.float32)
+            self.results[k] = pred
+            self.multi_states.pop(k, None)
+        if self.bar is not None:
+            self.bar.update(len(items))
+
+    def _means(self, w0: np.ndarray, w1: np.ndarray, item: np.ndarray, states: Any
+               ) -> np.ndarray:
+        """Mean last hidden state over the subtokens of words ``[w0, w1)`` (global) of
+        ``item``: gathered from this batch's ``states`` and summed where they are (on the
+        device), only the means leave it."""
+        import torch
+
+        cols = self.cols
+        s0, s1 = cols.word_first[w0], cols.word_first[w1]
+        out = np.zeros((len(w0), self.model.embedding_dim), dtype=np.float32)
+        single = np.flatnonzero(self.item_row[item] >= 0)
+        if len(single):
+            subs, sp = ranges(s0[single], s1[single] - s0[single])
+            k = item[single][sp]
+            rows, cols_ = self.item_row[k], self.n_pre + subs - cols.sub_off[k]
+            dev = states.device
+            got = states[torch.from_numpy(rows).to(dev), torch.from_numpy(cols_).to(dev)]
+            got = got.float() if self.fwd.cuda else got.double()
+            sums = torch.zeros((len(single), got.shape[1]), dtype=got.dtype, device=dev)
+            sums.index_add_(0, torch.from_numpy(sp).to(dev), got)
+            n = torch.from_numpy(s1[single] - s0[single]).to(dev, got.dtype)
+            out[single] = (sums / n[:, None]).float().cpu().numpy()
+        for r in np.flatnonzero(self.item_row[item] < 0).tolist():  # several windows (rare)
+            k = int(item[r])
+            lo = int(cols.sub_off[k])
+            out[r] = self.multi_states[k][s0[r] - lo:s1[r] - lo].mean(axis=0, dtype=np.float64)
+        return out
+
+
+def _gather(states: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``states[rows, cols]`` as float32 numpy (gathered on the device)."""
+    import torch
+
+    dev = states.device
+    return states[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)].float().cpu(
+    ).numpy()
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
+    """Row softmax in float64 (the CPU path's historical precision)."""
     x = x.astype(np.float64, copy=False)
     x = x - x.max(axis=-1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _segment_means(states: np.ndarray, sub_ranges: np.ndarray) -> np.ndarray:
-    """Mean of ``states[a:b]`` for every row ``(a, b)`` of ``sub_ranges``, via one cumsum."""
-    if len(sub_ranges) == 0:
-        return np.zeros((0, states.shape[1]), dtype=np.float32)
-    csum = np.zeros((states.shape[0] + 1, states.shape[1]), dtype=np.float64)
-    np.cumsum(states, axis=0, dtype=np.float64, out=csum[1:])
-    a, b = sub_ranges[:, 0], sub_ranges[:, 1]
-    return ((csum[b] - csum[a]) / (b - a)[:, None]).astype(np.float32)
+def _task_scores(probs: np.ndarray, conf: np.ndarray, off: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per item (rows ``[off[i], off[i+1])``): :func:`analysis.tags.task_confidence` and
+    :func:`analysis.tags.task_entropy`, for all items at once."""
+    n_items = len(off) - 1
+    n = off[1:] - off[:-1]
+    score = np.ones(n_items, dtype=np.float64)
+    entropy = np.zeros(n_items, dtype=np.float64)
+    nz = np.flatnonzero(n)
+    if not len(nz):
+        return score, entropy
+    starts = off[:-1][nz]
+    score[nz] = np.minimum.reduceat(conf, starts)
+    if probs.shape[1] >= 2:
+        p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
+        ent = -(p * np.log(p)).sum(axis=1) / np.log(probs.shape[1])
+        entropy[nz] = np.clip(np.add.reduceat(ent, starts) / n[nz], 0.0, 1.0)
+    return score, entropy
 
 
-
-def _given_spans(
-    tts: Sequence[TokenizedText], spans: Sequence[Sequence[TokenSpan]] | None
-) -> list[np.ndarray] | None:
-    """Caller-given token spans as ``(n, 2)`` int64 arrays per item (validated), or None."""
-    if spans is None:
-        return None
-    given = []
-    for i, (tt, sp) in enumerate(zip(tts, spans)):
-        arr = np.array([(s.start, s.end) for s in sp], dtype=np.int64).reshape(-1, 2)
-        bad = (arr[:, 0] < 0) | (arr[:, 0] >= arr[:, 1]) | (arr[:, 1] > len(tt))
-        if bad.any():
-            s = arr[int(np.flatnonzero(bad)[0])]
-            raise ValueError(
-                f"item {i}: token span [{s[0]}, {s[1]}) is empty or out of range for "
-                f"{len(tt)} tokens"
-            )
-        given.append(arr)
-    return given
+# ------------------------------------------------------------------ entry point
 
 
-def _finish_item(
-    model: InferenceModel,
-    p: Prepared,
-    logits: np.ndarray,
-    states: np.ndarray | None,
-    *,
-    return_embeddings: bool,
-    given: np.ndarray | None,
-) -> TaskPrediction:
-    """One item's prediction from its per-word logits (and per-subtoken hidden states)."""
-    probs = model.map_probs(_softmax(logits))
-    tok_spans, scores = decode_probs(probs, model.tags, scheme=model.scheme)
-    char_spans = tuple(token_to_char_spans(p.tt, tok_spans))
-    span_emb: np.ndarray | None = None
-    extra: np.ndarray | None = None
-    if states is not None:
-        wf = p.word_first
-        if return_embeddings:
-            tr = np.array([(s.start, s.end) for s in tok_spans], dtype=np.int64).reshape(-1, 2)
-            span_emb = _segment_means(states, wf[tr])
-        if given is not None:
-            extra = _segment_means(states, wf[given])
-    return TaskPrediction(
-        probs=probs,
-        spans=char_spans,
-        span_scores=scores.astype(np.float32),
-        score=task_confidence(probs),
-        entropy=task_entropy(probs),
-        span_embeddings=span_emb,
-        extra_embeddings=extra,
-    )
-
-
-class _ItemBuffers:
-    """Per-item logits ``(n_words, n_native)`` and hidden states ``(n_sub, hidden)``, filled
-    window by window from the subtokens each window owns."""
-
-    def __init__(
-        self, preps: Sequence[Prepared], *, n_native: int, hidden: int, want_emb: bool, n_pre: int
-    ) -> None:
-        self.preps = preps
-        self.n_native = n_native
-        self.hidden = hidden
-        self.want_emb = want_emb
-        self.n_pre = n_pre
-        self.logits: dict[int, np.ndarray] = {}
-        self.states: dict[int, np.ndarray] = {}
-
-    def add(
-        self, i: int, w: int, logits_np: np.ndarray, states_np: np.ndarray | None, r: int
-    ) -> None:
-        """Copy row ``r`` of a batch output (window ``w`` of item ``i``) into the buffers."""
-        p = self.preps[i]
-        a, b = int(p.windows[w, 0]), int(p.windows[w, 1])
-        if i not in self.logits:
-            self.logits[i] = np.zeros((p.n_words, self.n_native), dtype=np.float32)
-            if self.want_emb:
-                self.states[i] = np.zeros((len(p.ids), self.hidden), dtype=np.float32)
-        firsts = p.word_first[:-1]
-        words = np.flatnonzero((firsts >= a) & (firsts < b) & (p.owner[firsts] == w))
-        self.logits[i][words] = logits_np[r, self.n_pre + firsts[words] - a]
-        if states_np is not None:
-            owned = a + np.flatnonzero(p.owner[a:b] == w)
-            self.states[i][owned] = states_np[r, self.n_pre + owned - a]
-
-    def take(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Remove and return item ``i``'s logits and states (empty for an item with no windows)."""
-        logits = self.logits.pop(i, np.zeros((0, self.n_native), dtype=np.float32))
-        states = None
-        if self.want_emb:
-            states = self.states.pop(i, np.zeros((0, self.hidden), dtype=np.float32))
-        return logits, states
-
-
-def _forward(
-    hf: Any,
-    dev: Any,
-    model: InferenceModel,
-    preps: Sequence[Prepared],
-    batch: Sequence[tuple[int, int]],
-    *,
-    want_emb: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One forward pass: fp32 logits and (``want_emb``) last-layer hidden states, on the CPU."""
-    import torch
-
-    ids, mask = build_inputs(
-        preps, batch, prefix=model.prefix_ids, suffix=model.suffix_ids,
-        pad_id=model.pad_id,
-    )
-    out = hf(
-        input_ids=torch.from_numpy(ids).to(dev),
-        attention_mask=torch.from_numpy(mask).to(dev),
-        output_hidden_states=want_emb,
-    )
-    logits_np = out.logits.float().cpu().numpy()
-    states_np = out.hidden_states[-1].float().cpu().numpy() if want_emb else None
-    return logits_np, states_np
-
-
-def _run_batches(
-    model: InferenceModel,
-    preps: Sequence[Prepared],
-    finish: Callable[[int, np.ndarray, np.ndarray | None], None],
-    *,
-    batch_tokens: int,
-    want_emb: bool,
-    progress: bool,
-) -> None:
-    """Forward all windows in batches; ``finish(i, logits, states)`` as soon as item ``i`` is
-    complete (items without windows first)."""
-    import torch
-
-    n_special = len(model.prefix_ids) + len(model.suffix_ids)
-    buf = _ItemBuffers(
-        preps, n_native=len(model.native_tags), hidden=model.embedding_dim, want_emb=want_emb,
-        n_pre=len(model.prefix_ids),
-    )
-    remaining = np.array([len(p.windows) for p in preps], dtype=np.int64)
-    for i, p in enumerate(preps):
-        if remaining[i] == 0:
-            finish(i, *buf.take(i))
-
-    hf = model.hf_model
-    hf.eval()
-    dev = torch.device(model.device)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=int(remaining.sum()), desc="predict", unit="win", leave=False)
-    with torch.inference_mode(), autocast_context(model.device):
-        for batch in iter_batches(preps, batch_tokens=batch_tokens, n_special=n_special):
-            logits_np, states_np = _forward(hf, dev, model, preps, batch, want_emb=want_emb)
-            for r, (i, w) in enumerate(batch):
-                buf.add(i, w, logits_np, states_np, r)
-                remaining[i] -= 1
-                if remaining[i] == 0:
-                    finish(i, *buf.take(i))
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, n, size):
+        yield lo, min(lo + size, n)
 
 
 def predict(
@@ -316,25 +525,51 @@ def predict(
     return_embeddings: bool = False,
     batch_tokens: int = 4096,
     progress: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> list[TaskPrediction]:
     """Implementation of :meth:`NerModel.predict` (see there)."""
+    import torch
+
+    clock = _Clock(timings)
     tts = as_tokenized(items)
+    clock.tick("words")
     if spans is not None and len(spans) != len(tts):
         raise ValueError(f"spans has {len(spans)} entries but there are {len(tts)} items")
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
-    given = _given_spans(tts, spans)
-    want_emb = return_embeddings or given is not None
-    preps = prepare(model.tokenizer, tts, window=model.window, stride=model.stride)
-    results: list[TaskPrediction | None] = [None] * len(tts)
+    want_emb = return_embeddings or spans is not None
+    fwd = _Forward(model, want_emb=want_emb)
+    bounds = list(_chunks(len(tts), CHUNK_ITEMS))
 
-    def finish(i: int, logits: np.ndarray, states: np.ndarray | None) -> None:
-        results[i] = _finish_item(
-            model, preps[i], logits, states, return_embeddings=return_embeddings,
-            given=None if given is None else given[i],
-        )
+    def tokenize(lo: int, hi: int) -> Columns:
+        return prepare_columns(model.tokenizer, tts[lo:hi], window=model.window,
+                               stride=model.stride)
 
-    _run_batches(
-        model, preps, finish, batch_tokens=batch_tokens, want_emb=want_emb, progress=progress
-    )
-    return [r for r in results if r is not None]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tts), desc="predict", unit="task", leave=False)
+    out: list[TaskPrediction] = []
+    with contextlib.ExitStack() as stack:
+        # the next chunk is tokenized in the background while this one runs
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if len(bounds) > 1 \
+            else None
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast_context(model.device))
+        stack.enter_context(fwd)
+        nxt = pool.submit(tokenize, *bounds[0]) if pool is not None else None
+        for c, (lo, hi) in enumerate(bounds):
+            cols = nxt.result() if nxt is not None else tokenize(lo, hi)
+            nxt = pool.submit(tokenize, *bounds[c + 1]) if pool is not None and \
+                c + 1 < len(bounds) else None
+            clock.tick("tokenize")
+            given = None
+            if spans is not None:
+                given = _given_spans(tts[lo:hi], spans[lo:hi], cols.word_off, lo)
+            chunk = _Chunk(model, cols, fwd, given, return_embeddings=return_embeddings,
+                           clock=clock, bar=bar)
+            out.extend(chunk.run(batch_tokens))
+    if bar is not None:
+        bar.close()
+    return out

@@ -305,8 +305,10 @@ class NerModel:
         return_embeddings: bool = False,
         batch_tokens: int = 4096,
         progress: bool = False,
+        timings: dict[str, float] | None = None,
     ) -> list[TaskPrediction]:
-        """Predict every item (batched, sorted by length, long texts windowed).
+        """Predict every item (batched, sorted by length, long texts windowed; see
+        :mod:`ls_backend.runtime.infer`).
 
         Parameters
         ----------
@@ -317,6 +319,8 @@ class NerModel:
         return_embeddings : also return ``span_embeddings`` for the predicted spans
         batch_tokens : padded subtokens per forward pass (rows × longest row)
         progress : tqdm bar on stderr
+        timings : when given, seconds per stage (:data:`ls_backend.runtime.infer.STAGES`) are
+            added into it
 
         Returns
         -------
@@ -325,7 +329,7 @@ class NerModel:
         """
         return _predict(
             self, items, spans=spans, return_embeddings=return_embeddings,
-            batch_tokens=batch_tokens, progress=progress,
+            batch_tokens=batch_tokens, progress=progress, timings=timings,
         )
 
 
