@@ -54,6 +54,8 @@ import numpy as np
 from analysis.spans import Span, TokenizedText, TokenSpan
 from analysis.tags import TagSet, decode_columns
 
+from .forward import Forward, autocast_context, gather  # noqa: F401 (autocast re-exported)
+
 # the windowing helpers live in .windows; these stay importable from here
 from .windows import (  # noqa: F401 (re-exported)
     Columns,
@@ -139,16 +141,6 @@ class TaskPrediction:
     extra_embeddings: np.ndarray | None = None
 
 
-def autocast_context(device: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 (or fp16) autocast on CUDA, nothing on CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 class _Clock:
     """Seconds per stage, added into ``timings`` (a no-op without one)."""
 
@@ -197,84 +189,6 @@ def _given_spans(tts: Sequence[TokenizedText], spans: Sequence[Sequence[TokenSpa
     return _Given(a + word_off[item], b + word_off[item], off)
 
 
-# ------------------------------------------------------------------ forward
-
-
-class _Forward:
-    """The model forward of one batch: logits and (when asked) the last hidden state, as
-    tensors on the model's device."""
-
-    def __init__(self, model: InferenceModel, *, want_emb: bool) -> None:
-        import torch
-
-        self.hf = model.hf_model
-        self.hf.eval()
-        self.dev = torch.device(model.device)
-        self.cuda = self.dev.type == "cuda"
-        self.want_emb = want_emb
-        self._captured: list[Any] = []
-        self._hook: Any = None
-        self.use_hook = want_emb and _classifier_reads_last_hidden(model)
-
-    def __enter__(self) -> _Forward:
-        if self.use_hook:
-            self._hook = self.hf.classifier.register_forward_pre_hook(
-                lambda _mod, args: self._captured.append(args[0]))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-
-    def to_device(self, arr: np.ndarray) -> Any:
-        import torch
-
-        t = torch.from_numpy(arr)
-        if self.cuda:
-            return t.pin_memory().to(self.dev, non_blocking=True)
-        return t
-
-    def __call__(self, ids: Any, mask: Any) -> tuple[Any, Any]:
-        self._captured.clear()
-        out = self.hf(input_ids=ids, attention_mask=mask,
-                      output_hidden_states=self.want_emb and not self.use_hook)
-        states = None
-        if self.want_emb:
-            states = self._captured[-1] if self.use_hook else out.hidden_states[-1]
-        return out.logits, states
-
-
-def _classifier_reads_last_hidden(model: InferenceModel) -> bool:
-    """Whether the input of ``hf_model.classifier`` is the last hidden state (so hidden states
-    of the other layers need not be returned).  Checked once per model on a tiny input and
-    remembered on the model object."""
-    cached = getattr(model, "_nerq_hook_ok", None)
-    if cached is not None:
-        return bool(cached)
-    import torch
-
-    hf = model.hf_model
-    ok = False
-    clf = getattr(hf, "classifier", None)
-    if isinstance(clf, torch.nn.Module):
-        seen: list[Any] = []
-        h = clf.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-        try:
-            ids = torch.tensor([model.prefix_ids + [model.pad_id] * 3 + model.suffix_ids],
-                               device=torch.device(model.device))
-            with torch.inference_mode():
-                out = hf(input_ids=ids, attention_mask=torch.ones_like(ids),
-                         output_hidden_states=True)
-            ok = len(seen) == 1 and torch.equal(seen[0], out.hidden_states[-1])
-        finally:
-            h.remove()
-    try:
-        model._nerq_hook_ok = ok  # type: ignore[attr-defined]
-    except AttributeError:  # pragma: no cover - a model object that takes no attributes
-        pass
-    return ok
-
-
 # ------------------------------------------------------------------ one chunk
 
 
@@ -282,7 +196,7 @@ class _Chunk:
     """Runs one chunk of items (:class:`Columns`) through the model, batch by batch, and
     builds the :class:`TaskPrediction` of every item as soon as its last window is done."""
 
-    def __init__(self, model: InferenceModel, cols: Columns, fwd: _Forward,
+    def __init__(self, model: InferenceModel, cols: Columns, fwd: Forward,
                  given: _Given | None, *, return_embeddings: bool, clock: _Clock,
                  bar: Any = None) -> None:
         self.bar = bar
@@ -367,7 +281,7 @@ class _Chunk:
         with several windows) own, until their item is complete."""
         cols = self.cols
         subs, r = ranges(self.win_subs[wins], self.win_subs[wins + 1] - self.win_subs[wins])
-        got = _gather(states, rows[r], self.n_pre + subs - cols.windows[wins, 0][r])
+        got = gather(states, rows[r], self.n_pre + subs - cols.windows[wins, 0][r])
         for j, w in enumerate(wins.tolist()):
             k = int(cols.win_item[w])
             buf = self.multi_states.get(k)
@@ -468,15 +382,6 @@ class _Chunk:
         return out
 
 
-def _gather(states: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``states[rows, cols]`` as float32 numpy (gathered on the device)."""
-    import torch
-
-    dev = states.device
-    return states[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)].float().cpu(
-    ).numpy()
-
-
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
 
@@ -538,7 +443,7 @@ def predict(
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
     want_emb = return_embeddings or spans is not None
-    fwd = _Forward(model, want_emb=want_emb)
+    fwd = Forward(model, want_emb=want_emb)
     bounds = list(_chunks(len(tts), CHUNK_ITEMS))
 
     def tokenize(lo: int, hi: int) -> Columns:
