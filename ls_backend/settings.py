@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Settings", "ENV_DOC"]
 
@@ -34,6 +35,10 @@ ENV_DOC: dict[str, tuple[str, str]] = {
                    "cached name (never downloaded). A fine-tuned token-classification model "
                    "predicts before the first training."),
     "DEVICE": ("auto", "auto, cpu, cuda or cuda:N."),
+    "ATTENTION": ("auto", "Attention kernel of the serving model: auto (SDPA where the model "
+                  "supports it), sdpa or eager."),
+    "TORCH_COMPILE": ("0", "1: torch.compile the serving model (first batches compile for tens "
+                      "of seconds; measure on your GPU before turning it on)."),
     "BATCH_SIZE": ("32", "Tasks per batched inference pass (scoring queue drains this many)."),
     "BASIC_AUTH_USER": ("(unset)", "With BASIC_AUTH_PASS: require HTTP basic auth on every route "
                         "(set the same pair in Label Studio's model connection)."),
@@ -141,6 +146,8 @@ class Settings:
     model_dir: Path = Path("models")
     model_name: str | None = None  # None: packaged MiniLM backbone
     device: str = "auto"
+    attention: str = "auto"
+    torch_compile: bool = False
     batch_size: int = 32
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = field(default=None, repr=False)
@@ -187,12 +194,17 @@ class Settings:
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError(f"LABEL_STUDIO_URL: {url!r} must start with http:// or https://")
         max_steps = _int(env, "TRAIN_MAX_STEPS", 0)
+        attention = (env.get("ATTENTION") or "auto").strip().lower() or "auto"
+        if attention not in ("auto", "sdpa", "eager"):
+            raise ValueError(f"ATTENTION: {attention!r} is not one of auto, sdpa, eager")
         return cls(
             label_studio_url=url,
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY") or None,
             model_dir=Path(env.get("MODEL_DIR") or "models").expanduser(),
             model_name=env.get("MODEL_NAME") or None,
             device=device,
+            attention=attention,
+            torch_compile=_bool(env, "TORCH_COMPILE", False),
             batch_size=_int(env, "BATCH_SIZE", 32, minimum=1),
             basic_auth_user=user,
             basic_auth_pass=pw,
@@ -226,6 +238,13 @@ class Settings:
     def cli_log_level(self) -> str:
         """The CLI's logging level: ``LOG_LEVEL`` when set, else WARNING."""
         return self.log_level if self.log_level_set else "WARNING"
+
+    @property
+    def serving_model_options(self) -> dict[str, Any]:
+        """``NerModel.load`` keywords of the models that serve predictions and scores (not of
+        the training runs): device, attention kernel, torch.compile."""
+        return {"device": self.device, "attention": self.attention,
+                "compile": self.torch_compile}
 
     @property
     def auth_enabled(self) -> bool:

@@ -7,6 +7,8 @@ hand-made sentences (it memorises them in a few epochs); CPU only, no downloads.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -415,3 +417,52 @@ def test_foreign_iob1_model_keeps_its_tags(tmp_path) -> None:
     (p,) = m.predict(["Obama met Biden ."])
     assert p.probs.shape == (4, 4)
     np.testing.assert_allclose(p.probs.sum(1), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------- attention kernel, compile
+TEXTS = ["John lives in Paris .",
+         "A longer sentence about Angela Merkel , Berlin and the United Nations in New York ."]
+
+
+def test_attention_eager_gives_the_sdpa_results(model_dir: str) -> None:
+    auto = NerModel.load(model_dir, device="cpu")
+    eager = NerModel.load(model_dir, device="cpu", attention="eager")
+    assert auto.hf_model.config._attn_implementation == "sdpa"
+    assert eager.hf_model.config._attn_implementation == "eager"
+    pa = auto.predict(TEXTS, return_embeddings=True)
+    pe = eager.predict(TEXTS, return_embeddings=True)
+    for a, e in zip(pa, pe):
+        assert a.spans == e.spans
+        np.testing.assert_allclose(a.probs, e.probs, atol=1e-5)
+        np.testing.assert_allclose(a.span_embeddings, e.span_embeddings, atol=1e-4)
+
+
+def test_attention_choice_is_checked(model_dir: str) -> None:
+    with pytest.raises(ValueError, match="attention must be one of auto, sdpa, eager"):
+        NerModel.load(model_dir, device="cpu", attention="flash")
+
+
+def test_settings_pass_attention_and_compile_to_serving_models() -> None:
+    from ls_backend.settings import Settings
+
+    s = Settings.from_env({"ATTENTION": "Eager", "TORCH_COMPILE": "1", "DEVICE": "cpu"})
+    assert s.serving_model_options == {"device": "cpu", "attention": "eager", "compile": True}
+    assert Settings.from_env({}).serving_model_options["compile"] is False
+    with pytest.raises(ValueError, match="ATTENTION: 'flash'"):
+        Settings.from_env({"ATTENTION": "flash"})
+    with pytest.raises(ValueError, match="TORCH_COMPILE"):
+        Settings.from_env({"TORCH_COMPILE": "maybe"})
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_model_gives_the_eager_results(model_dir: str) -> None:
+    plain = NerModel.load(model_dir, device="cpu")
+    comp = NerModel.load(model_dir, device="cpu", compile=True)
+    assert comp.compiled and not plain.compiled
+    pp = plain.predict(TEXTS, return_embeddings=True)
+    pc = comp.predict(TEXTS, return_embeddings=True)  # hidden states without the hook
+    for a, c in zip(pp, pc):
+        assert a.spans == c.spans
+        np.testing.assert_allclose(a.probs, c.probs, atol=1e-5)
+        np.testing.assert_allclose(a.span_embeddings, c.span_embeddings, atol=1e-4)

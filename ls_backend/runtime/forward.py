@@ -39,7 +39,9 @@ class Forward:
         self.want_emb = want_emb
         self._captured: list[Any] = []
         self._hook: Any = None
-        self.use_hook = want_emb and classifier_reads_last_hidden(model)
+        # a compiled model keeps its graph: no hooks added per call, the hidden states come back
+        self.use_hook = (want_emb and not getattr(model, "compiled", False)
+                         and classifier_reads_last_hidden(model))
 
     def __enter__(self) -> Forward:
         if self.use_hook:

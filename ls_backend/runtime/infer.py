@@ -230,6 +230,9 @@ class _Chunk:
         n_special = len(m.prefix_ids) + len(m.suffix_ids)
         self._finish(np.flatnonzero(self.remaining == 0), None)  # items without windows
         self.clock.tick("post")
+        # one batch in flight: batch i's forward is queued on the device (asynchronous on CUDA)
+        # before the host finishes batch i-1, so the host's work overlaps the forward
+        prev: tuple[np.ndarray, Any, Any] | None = None
         for wins in window_batches(self.cols, batch_tokens=batch_tokens, n_special=n_special):
             ids, mask = build_batch(self.cols, wins, prefix=m.prefix_ids, suffix=m.suffix_ids,
                                     pad_id=m.pad_id)
@@ -242,24 +245,43 @@ class _Chunk:
 
                 torch.cuda.synchronize()
             self.clock.tick("forward")
-            self._batch(wins, logits, states)
+            words, first = self._word_probs(wins, logits)
+            if prev is not None:
+                self._batch(*prev)
+            prev = (wins, (words, first), states)
+        if prev is not None:
+            self._batch(*prev)
         return [r for r in self.results if r is not None]
 
-    def _batch(self, wins: np.ndarray, logits: Any, states: Any) -> None:
-        """Per-word probabilities of the words the batch's windows own; the items it
-        completes are finished."""
-        import torch
-
+    def _word_probs(self, wins: np.ndarray, logits: Any) -> tuple[np.ndarray, Any]:
+        """The words the batch's windows own, and their native-tag probabilities (softmax of
+        each word's first subtoken): a numpy array on CPU; on CUDA a copy into pinned memory
+        that is under way (finished by :meth:`_batch`), so nothing here waits for the device."""
         cols = self.cols
         a = cols.windows[wins, 0]
         words, row = ranges(self.win_words[wins], self.win_words[wins + 1] - self.win_words[wins])
         col = self.n_pre + self.first_sub[words] - a[row]
+        if not self.fwd.cuda:
+            return words, _softmax(logits.float().numpy()[row, col])
+        import torch
+
+        to_dev = self.fwd.to_device
+        sel = torch.softmax(logits[to_dev(row), to_dev(col)].float(), dim=-1)
+        host = torch.empty(sel.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(sel, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return words, (host, done)
+
+    def _batch(self, wins: np.ndarray, probs: tuple[np.ndarray, Any], states: Any) -> None:
+        """Store the per-word probabilities of a batch (from :meth:`_word_probs`); the items
+        it completes are finished."""
+        cols = self.cols
+        words, native = probs
         if self.fwd.cuda:
-            sel = logits[torch.from_numpy(row).to(logits.device),
-                         torch.from_numpy(col).to(logits.device)]
-            native = torch.softmax(sel.float(), dim=-1).cpu().numpy()
-        else:
-            native = _softmax(logits.float().numpy()[row, col])
+            host, ready = native
+            ready.synchronize()
+            native = host.numpy()
         self.clock.tick("transfer")
         self.probs[words] = self.model.map_probs(native)
         items = cols.win_item[wins]
@@ -369,11 +391,12 @@ class _Chunk:
             k = item[single][sp]
             rows, cols_ = self.item_row[k], self.n_pre + subs - cols.sub_off[k]
             dev = states.device
-            got = states[torch.from_numpy(rows).to(dev), torch.from_numpy(cols_).to(dev)]
+            to_dev = self.fwd.to_device
+            got = states[to_dev(rows), to_dev(cols_)]
             got = got.float() if self.fwd.cuda else got.double()
             sums = torch.zeros((len(single), got.shape[1]), dtype=got.dtype, device=dev)
-            sums.index_add_(0, torch.from_numpy(sp).to(dev), got)
-            n = torch.from_numpy(s1[single] - s0[single]).to(dev, got.dtype)
+            sums.index_add_(0, to_dev(sp), got)
+            n = to_dev(s1[single] - s0[single]).to(got.dtype)
             out[single] = (sums / n[:, None]).float().cpu().numpy()
         for r in np.flatnonzero(self.item_row[item] < 0).tolist():  # several windows (rare)
             k = int(item[r])

@@ -96,6 +96,7 @@ class NerModel:
         self.device = device
         self.source = source
         self.meta: dict[str, Any] = dict(meta or {})
+        self.compiled = False  # set by load(compile=True)
         self.prefix_ids, self.suffix_ids = special_affixes(tokenizer)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         limit = _model_limit(hf_model, tokenizer)
@@ -146,6 +147,8 @@ class NerModel:
         stride: int | None = None,
         seed: int = 0,
         fresh_head: bool = False,
+        attention: str = "auto",
+        compile: bool = False,
     ) -> NerModel:
         """Load a model directory or locally cached Hugging Face name (never downloads).
 
@@ -163,8 +166,14 @@ class NerModel:
         seed : seeds the fresh head of a plain backbone.
         fresh_head : ignore an existing classification head and add a fresh IOB2 head for
             ``labels`` (used by training when the head does not fit).
+        attention : ``auto`` (transformers' choice: SDPA where the model supports it, else
+            eager), ``sdpa`` or ``eager`` (``ATTENTION``).
+        compile : wrap the model in ``torch.compile(dynamic=True)`` (``TORCH_COMPILE``); the
+            first batches then compile (tens of seconds), so it pays only for long-running
+            servers on a GPU — see bench/README.md.
         """
         offline()
+        attn_kw = _attention_kwargs(attention)
         path = str(name_or_path) if name_or_path is not None else default_model_path()
         dev = resolve_device(device)
         ours = _read_nerq(path)
@@ -181,15 +190,18 @@ class NerModel:
         if fresh_head or not (is_tc and has_tags):
             model = cls._with_fresh_head(
                 path, tokenizer, labels, seed=seed, device=dev, max_length=max_length,
-                stride=stride,
+                stride=stride, attn_kw=attn_kw,
             )
         else:
             model = cls._with_own_head(
                 path, tokenizer, native, ours, labels, label_map, scheme=scheme, device=dev,
-                max_length=max_length, stride=stride,
+                max_length=max_length, stride=stride, attn_kw=attn_kw,
             )
         model.hf_model.to(dev)
         model.hf_model.eval()
+        if compile:
+            model.hf_model.compile(dynamic=True)
+            model.compiled = True
         log.info("loaded %r", model)
         return model
 
@@ -204,6 +216,7 @@ class NerModel:
         device: str,
         max_length: int | None,
         stride: int | None,
+        attn_kw: Mapping[str, Any],
     ) -> NerModel:
         """The backbone at ``path`` with a fresh, seeded IOB2 head for ``labels``."""
         from transformers import AutoModelForTokenClassification
@@ -228,6 +241,7 @@ class NerModel:
                 label2id={t: i for i, t in enumerate(tags)},
                 ignore_mismatched_sizes=True,
                 local_files_only=True,
+                **attn_kw,
             )
         return cls(
             hf, tokenizer, labels=labels_t, native_tags=tags, native_scheme="iob2",
@@ -250,12 +264,14 @@ class NerModel:
         device: str,
         max_length: int | None,
         stride: int | None,
+        attn_kw: Mapping[str, Any],
     ) -> NerModel:
         """The token-classification model at ``path`` with its own head, tags mapped."""
         from transformers import AutoModelForTokenClassification
 
         with quiet_transformers():
-            hf = AutoModelForTokenClassification.from_pretrained(path, local_files_only=True)
+            hf = AutoModelForTokenClassification.from_pretrained(path, local_files_only=True,
+                                                                 **attn_kw)
         native_scheme = scheme or ours.get("scheme") or detect_tagset_scheme(native)
         native_scheme = get_scheme(native_scheme).name
         model_types = types_of_tags(native)
@@ -343,6 +359,21 @@ def _read_nerq(path: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{nerq}: unreadable model metadata: {exc}") from None
     return ours
+
+
+ATTENTION_CHOICES = ("auto", "sdpa", "eager")
+
+
+def _attention_kwargs(attention: str) -> dict[str, Any]:
+    """``from_pretrained`` keywords for an ``attention`` choice (``auto``: none).
+
+    >>> _attention_kwargs("auto"), _attention_kwargs("eager")
+    ({}, {'attn_implementation': 'eager'})
+    """
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, "
+                         f"got {attention!r}")
+    return {} if attention == "auto" else {"attn_implementation": attention}
 
 
 def _load_config(path: str) -> Any:

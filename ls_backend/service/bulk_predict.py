@@ -38,7 +38,7 @@ def _resolve_model(settings: Settings, pid: str, labels: tuple[str, ...],
     from ls_backend.runtime import NerModel
 
     if model is not None:
-        m = NerModel.load(model, labels=list(labels), device=settings.device)
+        m = NerModel.load(model, labels=list(labels), **settings.serving_model_options)
         if not m.trained:
             raise ValueError(f"--model {model}: not a trained token-classification model")
         return m, m.version
@@ -49,9 +49,9 @@ def _resolve_model(settings: Settings, pid: str, labels: tuple[str, ...],
             raise ValueError(f"project {pid}: model {st.model_version} predicts labels {missing} "
                              f"that the project's label config {list(labels)} lacks")
         return NerModel.load(st.model_path, labels=list(st.model_labels),
-                             device=settings.device), st.model_version
+                             **settings.serving_model_options), st.model_version
     if settings.model_name is not None:
-        m = NerModel.load(settings.model_name, labels=list(labels), device=settings.device)
+        m = NerModel.load(settings.model_name, labels=list(labels), **settings.serving_model_options)
         if m.trained:
             from ls_backend.service.state import base_version
 

@@ -51,7 +51,7 @@ class ModelCache:
             model = NerModel.load(
                 path if path is not None else self.settings.model_name,
                 labels=list(labels),
-                device=self.settings.device,
+                **self.settings.serving_model_options,
             )
             logger.info(
                 "loaded model %s for project %s from %s in %.1f s (device %s)",
