@@ -12,9 +12,16 @@ model weights, the same device and thread count:
     ``NerModel.predict(texts)``: text in (``analysis.spans.tokenize``), spans with character
     offsets, scores and probabilities out; length-sorted token-budget batches.
 ``forward_only``
-    only the model forward over exactly the batches ``ours`` builds (tensors prepared before the
-    clock starts): the ceiling for ``ours``; ``ours / forward_only`` is the share of time spent
-    in the model.
+    only the model forward over exactly the batches ``ours`` builds (tensors prepared on the
+    device before the clock starts, logits copied back): the ceiling for ``ours``;
+    ``ours / forward_only`` is the share of time spent in the model.
+``ours_compiled``, ``ours_eager_attention`` (only when named in ``--modes``)
+    ``ours`` with ``TORCH_COMPILE=1`` (``warmup_s`` includes the compilation), or with eager
+    attention instead of SDPA.
+
+Each mode is warmed first (``warmup_s``) with one full pass over the texts (the first use of a
+batch shape costs extra, on CPU too; kernel autotuning and compilation are not timed), except
+``pipeline_per_task`` (64 texts: a full pass would double the slowest mode).
 
 Texts: CoNLL-03 test sentences (tokens joined by one space).  The model: ``--model`` (any
 token-classification dir) or, by default, the packaged MiniLM backbone with a fresh seeded head
@@ -62,6 +69,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MODES = ("pipeline_per_task", "pipeline_batched", "ours", "forward_only")
+EXTRA_MODES = ("ours_compiled", "ours_eager_attention")
 
 
 def load_texts(path: Path, limit: int) -> list[str]:
@@ -81,56 +89,72 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     from ls_backend.runtime import NerModel
+    from ls_backend.runtime.forward import autocast_context
 
     texts = load_texts(Path(args.data), args.limit)
-    model = NerModel.load(args.model_dir, device=args.device)
+    mode = args.worker
+    model = NerModel.load(args.model_dir, device=args.device,
+                          attention="eager" if mode == "ours_eager_attention" else "auto",
+                          compile=mode == "ours_compiled")
     dev = model.device
-    out: dict[str, Any] = {"mode": args.worker, "n": len(texts)}
+    out: dict[str, Any] = {"mode": mode, "n": len(texts),
+                           "attention": model.hf_model.config._attn_implementation}
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    warm = texts[:16]
-    if args.worker.startswith("pipeline"):
+    full_warm = mode != "pipeline_per_task"  # new shapes cost extra on first use (CPU too)
+    warm = texts if full_warm else texts[:64]
+    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+    t_warm = time.perf_counter()
+    if mode.startswith("pipeline"):
         from transformers import pipeline
 
         pipe = pipeline("token-classification", model=model.hf_model, tokenizer=model.tokenizer,
                         aggregation_strategy="simple", device=torch.device(dev))
-        pipe(warm)
+        pipe(warm, batch_size=args.batch_size)
+        out["warmup_s"] = round(time.perf_counter() - t_warm, 2)
         t0 = time.perf_counter()
-        if args.worker == "pipeline_per_task":
+        if mode == "pipeline_per_task":
             res = [pipe(t) for t in texts]
         else:
             res = pipe(texts, batch_size=args.batch_size)
         dt = time.perf_counter() - t0
         out["spans"] = sum(len(r) for r in res)
-    elif args.worker == "ours":
-        model.predict(warm)
+    elif mode.startswith("ours"):
+        model.predict(warm, batch_tokens=args.batch_tokens)
+        sync()
+        out["warmup_s"] = round(time.perf_counter() - t_warm, 2)
         t0 = time.perf_counter()
         preds = model.predict(texts, batch_tokens=args.batch_tokens)
         dt = time.perf_counter() - t0
         out["spans"] = sum(len(p.spans) for p in preds)
     else:
-        from analysis.spans import tokenize
-        from ls_backend.runtime.infer import autocast_context, build_inputs, iter_batches, prepare
+        from ls_backend.runtime.windows import (
+            as_tokenized,
+            build_batch,
+            prepare_columns,
+            window_batches,
+        )
 
-        preps = prepare(model.tokenizer, [tokenize(t) for t in texts], window=model.window,
-                        stride=model.stride)
+        cols = prepare_columns(model.tokenizer, as_tokenized(texts), window=model.window,
+                               stride=model.stride)
         n_sp = len(model.prefix_ids) + len(model.suffix_ids)
         batches = []
-        for b in iter_batches(preps, batch_tokens=args.batch_tokens, n_special=n_sp):
-            ids, mask = build_inputs(preps, b, prefix=model.prefix_ids, suffix=model.suffix_ids,
-                                     pad_id=model.pad_id)
+        for wins in window_batches(cols, batch_tokens=args.batch_tokens, n_special=n_sp):
+            ids, mask = build_batch(cols, wins, prefix=model.prefix_ids,
+                                    suffix=model.suffix_ids, pad_id=model.pad_id)
             batches.append((torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev)))
         with torch.inference_mode(), autocast_context(dev):
-            model.hf_model(input_ids=batches[0][0], attention_mask=batches[0][1])
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
+            for ids_t, mask_t in batches if full_warm else batches[:1]:
+                model.hf_model(input_ids=ids_t, attention_mask=mask_t)
+            sync()
+            out["warmup_s"] = round(time.perf_counter() - t_warm, 2)
             t0 = time.perf_counter()
             for ids_t, mask_t in batches:
                 model.hf_model(input_ids=ids_t, attention_mask=mask_t).logits.float().cpu()
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
+            sync()
             dt = time.perf_counter() - t0
         out["batches"] = len(batches)
+        out["padded_tokens"] = int(sum(b[0].numel() for b in batches))
     out["seconds"] = round(dt, 3)
     out["sentences_per_s"] = round(len(texts) / dt, 1)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -309,7 +333,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=max(1, min(os.cpu_count() or 1, 16)))
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline_batched batch size")
     ap.add_argument("--batch-tokens", type=int, default=4096, help="ours: tokens per batch")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"comma-separated, of {', '.join(MODES + EXTRA_MODES)}")
     ap.add_argument("--quality", action="store_true", help="also train + evaluate test F1")
     ap.add_argument("--null-model", action="store_true",
                     help="host overhead only: the forward replaced by a zero-cost stand-in")
@@ -318,6 +343,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--mode-timeout", type=float, default=None,
+                    help="seconds one mode may take (its subprocess is stopped after)")
     ap.add_argument("--out")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -362,7 +389,13 @@ def main() -> None:
                    "--data", args.data, "--limit", str(args.limit), "--device", device,
                    "--threads", str(args.threads), "--batch-size", str(args.batch_size),
                    "--batch-tokens", str(args.batch_tokens)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                      timeout=args.mode_timeout)
+            except subprocess.TimeoutExpired:
+                results[mode] = {"error": f"timed out after {args.mode_timeout} s"}
+                print(f"{mode}: timed out after {args.mode_timeout} s", file=sys.stderr)
+                continue
             if proc.returncode != 0:
                 results[mode] = {"error": proc.stderr.strip().splitlines()[-1:]}
                 continue
