@@ -35,6 +35,8 @@ import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.common import stop_process  # noqa: E402
 DEFAULT_DATA = Path(os.environ.get("NERQ_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -188,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         result["mean_words_per_task"] = round(float(np.mean(
             [len(t["data"]["text"].split()) for t in unannotated])), 1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(result, indent=1)

@@ -40,6 +40,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.common import stop_process  # noqa: E402
 DATA = Path(os.environ.get("NERQ_SHARED_DATA", REPO.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -184,11 +185,7 @@ def predict_latency(model_dir: Path, texts: list[str], *, device: str, calls: in
             "backend_gpu_mib": gpu_memory_of(proc.pid),
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def main() -> int:

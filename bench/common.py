@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,16 @@ def label_studio_or_say() -> str | None:
         print("no label-studio executable (install it into .venv-ls or set NERQ_LS_BIN)",
               file=sys.stderr)
     return exe
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """Terminate a server a bench started; kill it when it does not exit within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def emit(result: dict[str, Any], out: str | None) -> None:

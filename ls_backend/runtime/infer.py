@@ -33,7 +33,9 @@ Everything after the tokenizer works on flat arrays over all items of a batch
 (:class:`ls_backend.runtime.windows.Columns`); the only per-item Python work left is building
 the result objects.  Items are processed in chunks of ``CHUNK_ITEMS``; the next chunk is
 tokenized in a background thread while the current one runs through the model (the Rust
-tokenizer releases the GIL).  Embeddings: a span's embedding is the mean of the last-layer
+tokenizer releases the GIL), and one batch is in flight: batch i's forward is queued before the
+host finishes batch i-1 (on CUDA its word probabilities come back through pinned memory).
+Model-free array helpers live in :mod:`ls_backend.runtime.batched`.  Embeddings: a span's embedding is the mean of the last-layer
 hidden states of all subtokens of its words (special tokens excluded).  An item finishes as
 soon as its last window is processed, so hidden states are held per batch (plus the items
 whose windows span several batches), not per dataset.
@@ -54,6 +56,7 @@ import numpy as np
 from analysis.spans import Span, TokenizedText, TokenSpan
 from analysis.tags import TagSet, decode_columns
 
+from .batched import Given, concat_int, given_spans, softmax64, task_scores
 from .forward import Forward, autocast_context, gather  # noqa: F401 (autocast re-exported)
 
 # the windowing helpers live in .windows; these stay importable from here
@@ -128,7 +131,7 @@ class TaskPrediction:
         :func:`analysis.tags.task_entropy` in ``[0, 1]``.
     span_embeddings : (n_spans, hidden) float32 or None
         Mean last-layer hidden state of each predicted span's subtokens (``return_embeddings``).
-    extra_embeddings : (n_given_spans, hidden) float32 or None
+    extra_embeddings : (ngiven_spans, hidden) float32 or None
         The same for the caller-given token spans (``predict(..., spans=...)``).
     """
 
@@ -155,40 +158,6 @@ class _Clock:
             self.t = now
 
 
-# ------------------------------------------------------------------ given spans
-
-
-@dataclass
-class _Given:
-    """Caller-given token spans of a chunk: global word ranges, grouped by item."""
-
-    w0: np.ndarray  # (n,) int64 global first word
-    w1: np.ndarray  # (n,) int64 global end word (exclusive)
-    off: np.ndarray  # (n_items + 1,) item i owns rows [off[i], off[i+1])
-
-
-def _given_spans(tts: Sequence[TokenizedText], spans: Sequence[Sequence[TokenSpan]],
-                 word_off: np.ndarray, first: int) -> _Given:
-    """Validated caller-given token spans (``first``: position of ``tts[0]`` in the request,
-    for messages)."""
-    counts = np.fromiter(map(len, spans), dtype=np.int64, count=len(spans))
-    n = int(counts.sum())
-    a = np.fromiter((s.start for sp in spans for s in sp), dtype=np.int64, count=n)
-    b = np.fromiter((s.end for sp in spans for s in sp), dtype=np.int64, count=n)
-    item = np.repeat(np.arange(len(spans), dtype=np.int64), counts)
-    n_words = (word_off[1:] - word_off[:-1])[item]
-    bad = (a < 0) | (a >= b) | (b > n_words)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"item {first + int(item[r])}: token span [{a[r]}, {b[r]}) is empty or out of range "
-            f"for {n_words[r]} tokens"
-        )
-    off = np.zeros(len(spans) + 1, dtype=np.int64)
-    np.cumsum(counts, out=off[1:])
-    return _Given(a + word_off[item], b + word_off[item], off)
-
-
 # ------------------------------------------------------------------ one chunk
 
 
@@ -197,7 +166,7 @@ class _Chunk:
     builds the :class:`TaskPrediction` of every item as soon as its last window is done."""
 
     def __init__(self, model: InferenceModel, cols: Columns, fwd: Forward,
-                 given: _Given | None, *, return_embeddings: bool, clock: _Clock,
+                 given: Given | None, *, return_embeddings: bool, clock: _Clock,
                  bar: Any = None) -> None:
         self.bar = bar
         self.model = model
@@ -220,8 +189,8 @@ class _Chunk:
         self.remaining = cols.win_off[1:] - cols.win_off[:-1]
         self.multi_states: dict[int, np.ndarray] = {}  # items with windows in several batches
         self.item_row = np.full(cols.n_items, -1, dtype=np.int64)  # batch row, 1-window items
-        self.tok_start = _concat([tt.starts for tt in cols.tts])
-        self.tok_end = _concat([tt.ends for tt in cols.tts])
+        self.tok_start = concat_int([tt.starts for tt in cols.tts])
+        self.tok_end = concat_int([tt.ends for tt in cols.tts])
         self.results: list[TaskPrediction | None] = [None] * cols.n_items
 
     # -------------------------------------------------------------- batches
@@ -245,10 +214,10 @@ class _Chunk:
 
                 torch.cuda.synchronize()
             self.clock.tick("forward")
-            words, first = self._word_probs(wins, logits)
+            probs = self._word_probs(wins, logits)
             if prev is not None:
                 self._batch(*prev)
-            prev = (wins, (words, first), states)
+            prev = (wins, probs, states)
         if prev is not None:
             self._batch(*prev)
         return [r for r in self.results if r is not None]
@@ -262,7 +231,7 @@ class _Chunk:
         words, row = ranges(self.win_words[wins], self.win_words[wins + 1] - self.win_words[wins])
         col = self.n_pre + self.first_sub[words] - a[row]
         if not self.fwd.cuda:
-            return words, _softmax(logits.float().numpy()[row, col])
+            return words, softmax64(logits.float().numpy()[row, col])
         import torch
 
         to_dev = self.fwd.to_device
@@ -337,7 +306,7 @@ class _Chunk:
         labels = self.ts.types
         all_spans = [Span(s, e, labels[k]) for s, e, k in zip(
             self.tok_start[g0].tolist(), self.tok_end[g1 - 1].tolist(), lab.tolist())]
-        score, entropy = _task_scores(probs, conf, off)
+        score, entropy = task_scores(probs, conf, off)
         span_emb = extra = None
         if states is not None:
             item_of_span = items[span_item]
@@ -405,38 +374,6 @@ class _Chunk:
         return out
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    """Row softmax in float64 (the CPU path's historical precision)."""
-    x = x.astype(np.float64, copy=False)
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _task_scores(probs: np.ndarray, conf: np.ndarray, off: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per item (rows ``[off[i], off[i+1])``): :func:`analysis.tags.task_confidence` and
-    :func:`analysis.tags.task_entropy`, for all items at once."""
-    n_items = len(off) - 1
-    n = off[1:] - off[:-1]
-    score = np.ones(n_items, dtype=np.float64)
-    entropy = np.zeros(n_items, dtype=np.float64)
-    nz = np.flatnonzero(n)
-    if not len(nz):
-        return score, entropy
-    starts = off[:-1][nz]
-    score[nz] = np.minimum.reduceat(conf, starts)
-    if probs.shape[1] >= 2:
-        p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
-        ent = -(p * np.log(p)).sum(axis=1) / np.log(probs.shape[1])
-        entropy[nz] = np.clip(np.add.reduceat(ent, starts) / n[nz], 0.0, 1.0)
-    return score, entropy
-
-
 # ------------------------------------------------------------------ entry point
 
 
@@ -494,7 +431,7 @@ def predict(
             clock.tick("tokenize")
             given = None
             if spans is not None:
-                given = _given_spans(tts[lo:hi], spans[lo:hi], cols.word_off, lo)
+                given = given_spans(tts[lo:hi], spans[lo:hi], cols.word_off, lo)
             chunk = _Chunk(model, cols, fwd, given, return_embeddings=return_embeddings,
                            clock=clock, bar=bar)
             out.extend(chunk.run(batch_tokens))
