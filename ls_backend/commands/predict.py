@@ -8,6 +8,11 @@ the covered ``text``, the label and a per-region ``score`` (mean argmax probabil
 tokens).  The task ``score`` is the least-confident token's probability (sort ascending for
 uncertainty sampling).
 
+``--engine ray`` runs the model on Ray (``pip install 'ner-quality[ray]'``): Ray Data maps the
+tasks over an actor pool (one model per actor, a GPU each when the cluster has GPUs); with
+``--project`` the predictions are written by one bounded writer on this machine
+(``--write-rate`` caps it), with the same skip-what-exists rule as the local engine.
+
 ``--model`` is a directory written by ``ner-quality train`` or any local Hugging Face
 token-classification model (its entity types must match the dataset labels; ``--label-map
 MODEL=LABEL`` renames or, with ``=O``, drops types).
@@ -20,6 +25,8 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from ls_backend.engine import EngineOptions, add_engine_arguments
 
 from .train import add_data_arguments, load_data
 
@@ -51,6 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="padded subtokens per forward pass (default 4096)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
                    help="progress bar on stderr")
+    add_engine_arguments(p)
+    p.add_argument("--write-rate", type=float, default=None, metavar="N",
+                   help="with --project --engine ray: write at most N predictions per second "
+                   "(default: as fast as Label Studio answers)")
+    p.add_argument("--ray-window", type=int, default=2048, metavar="N",
+                   help="with --project --engine ray: tasks read from Label Studio per Ray "
+                   "Dataset (default 2048; the next window is read while one predicts)")
     return p
 
 
@@ -89,17 +103,29 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"predict needs {', '.join(missing)} (or --project ID)")
     from ls_backend.runtime import NerModel
 
+    engine = EngineOptions.from_args(args)
+    if engine.is_ray:
+        from ls_backend.engine.cluster import preflight
+
+        preflight(engine)
     ds = load_data(args)
-    model = NerModel.load(
+    load_options: dict[str, Any] = {
         # the labeling config defines the allowed labels; without one, keep the model's types
-        args.model, labels=list(ds.labels) if args.label_config else None,
-        label_map=parse_label_map(args.label_map) or None,
-        device=args.device or args.settings.device,
-    )
+        "labels": list(ds.labels) if args.label_config else None,
+        "label_map": parse_label_map(args.label_map) or None,
+        "device": args.device or args.settings.device,
+    }
+    model = NerModel.load(args.model, **load_options)
     if not model.trained:
         logger.warning("model %s has an untrained head: predictions are random", args.model)
-    preds = model.predict([t.tokens for t in ds.tasks], batch_tokens=args.batch_tokens,
-                          progress=args.progress)
+    items = [t.tokens for t in ds.tasks]
+    if engine.is_ray:
+        from ls_backend.engine.predict import predict_items
+
+        preds = predict_items(engine, args.model, items, load_options=load_options,
+                              batch_tokens=args.batch_tokens, progress=args.progress)
+    else:
+        preds = model.predict(items, batch_tokens=args.batch_tokens, progress=args.progress)
     tasks = predictions_json(ds, preds, model.version)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,5 +138,6 @@ def run(args: argparse.Namespace) -> int:
                                                         TagSet(model.tags, model.scheme)))
     n_spans = sum(len(p.spans) for p in preds)
     print(json.dumps({"out": str(out), "tasks": len(tasks), "spans": n_spans,
-                      "model_version": model.version, "probs": args.probs}))
+                      "model_version": model.version, "probs": args.probs,
+                      "engine": engine.engine}))
     return 0

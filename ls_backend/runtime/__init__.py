@@ -7,7 +7,7 @@ a model; call :meth:`NerModel.load`.
 >>> model = NerModel.load(default_model_path(), labels=["PER", "LOC"])  # doctest: +SKIP
 """
 
-from .crossfit import crossfit
+from .crossfit import CrossfitResult, crossfit, crossfit_outputs
 from .infer import TaskPrediction
 from .loading import NerModel, default_model_path, resolve_device
 from .train import TrainResult, train
@@ -16,7 +16,9 @@ __all__ = [
     "NerModel",
     "TaskPrediction",
     "TrainResult",
+    "CrossfitResult",
     "crossfit",
+    "crossfit_outputs",
     "default_model_path",
     "resolve_device",
     "train",
