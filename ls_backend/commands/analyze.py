@@ -181,6 +181,14 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     """Dataset (+ model output) from the command-line inputs."""
     import gc
 
+    engine = EngineOptions.from_args(args)
+    if engine.is_ray and not args.model:
+        log.warning("--engine ray runs the model pass of --model; without --model there is "
+                    "nothing to run on Ray (the analysis itself is local)")
+    elif engine.is_ray:
+        from ls_backend.engine.cluster import preflight
+
+        preflight(engine)  # a missing Ray or a dead cluster fails before the data is read
     ds, url, pid = _load_dataset(args)
     # the loaded tasks live until the command ends: keep the cyclic collector from walking
     # their millions of objects again on every full collection (~1 s per 140k LS tasks)
@@ -196,11 +204,6 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
             inp.span_vectors = embed_for_dep(ds.corpus, ds.labels, force=args.embed,
                                              device=args.device or args.settings.device)
     elif args.model:
-        engine = EngineOptions.from_args(args)
-        if engine.is_ray:
-            from ls_backend.engine.cluster import preflight
-
-            preflight(engine)
         n_seen = check_in_sample(ds, args.model, allow=getattr(args, "allow_in_sample", False))
         inp.output, inp.span_vectors = predict_with_model(
             ds, args.model, device=args.device or args.settings.device,

@@ -53,6 +53,9 @@ def run_folds_on_ray(dataset: Any, plan: Sequence[tuple[int, np.ndarray, list[in
                      **common: Any) -> list[Any]:
     """Run ``plan`` (``(fold, held, train_idx)`` per fold) as Ray tasks; ``FoldOutput`` per fold.
 
+    At most ``workers`` folds run at a time (``--ray-workers``; default what the cluster's GPUs
+    or CPUs hold at ``--ray-cpus-per-worker`` / ``--ray-gpus-per-worker`` each).
+
     ``common``: the keyword arguments of ``run_fold`` (seed, spans, train settings).  The
     ``progress`` bars of the trainings are off on the workers; the driver logs each finished
     fold with the elapsed time and an estimate of the rest.
@@ -66,18 +69,24 @@ def run_folds_on_ray(dataset: Any, plan: Sequence[tuple[int, np.ndarray, list[in
         if gpus > 0 and common.get("device", "auto") in ("cpu",):
             gpus = 0.0
         slots = session.workers(opts, cap=len(plan))
-        log.info("cross-fit on Ray: %d folds, up to %d at a time (%d CPU%s each)", len(plan),
+        log.info("cross-fit on Ray: %d folds, %d at a time (%d CPU%s each)", len(plan),
                  slots, opts.cpus_per_worker, f", {gpus:g} GPU" if gpus else "")
         task = ray.remote(_fold_task).options(
             num_cpus=opts.cpus_per_worker, num_gpus=gpus, max_retries=FOLD_RETRIES,
             retry_exceptions=False, name="nerq-crossfit-fold")
         ds_ref = ray.put(dataset)
         t0 = time.time()
-        refs = {task.remote(ds_ref, k, held, list(train_idx), str(Path(base)),
-                            opts.cpus_per_worker, common): k for k, held, train_idx in plan}
+        todo = list(plan)
+        refs: dict[Any, int] = {}
         outs: list[Any] = []
-        pending = list(refs)
-        while pending:
+        pending: list[Any] = []
+        while todo or pending:
+            while todo and len(pending) < slots:  # at most `slots` folds in flight
+                k, held, train_idx = todo.pop(0)
+                ref = task.remote(ds_ref, k, held, list(train_idx), str(Path(base)),
+                                  opts.cpus_per_worker, common)
+                refs[ref] = k
+                pending.append(ref)
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 k = refs[ref]
@@ -88,6 +97,9 @@ def run_folds_on_ray(dataset: Any, plan: Sequence[tuple[int, np.ndarray, list[in
                     kind = ValueError if isinstance(cause, ValueError) else RuntimeError
                     raise kind(f"cross-fit fold {k + 1}/{len(plan)} failed on Ray: "
                                f"{type(cause).__name__}: {cause}") from None
+                except ray.exceptions.RayError as exc:  # worker lost after the retries
+                    raise RuntimeError(f"cross-fit fold {k + 1}/{len(plan)}: its Ray worker "
+                                       f"was lost {FOLD_RETRIES + 1} times: {exc}") from None
                 elapsed = time.time() - t0
                 left = elapsed / len(outs) * (len(plan) - len(outs))
                 msg = (f"cross-fit: fold {k + 1} done ({len(outs)}/{len(plan)}), "
