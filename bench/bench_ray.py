@@ -7,14 +7,16 @@ Jobs (CoNLL-03 from ``../shared/data/conll2003``; the packaged MiniLM, CPU):
   (:func:`ls_backend.runtime.crossfit_outputs`): local with 1 torch thread, local with all
   cores, Ray with 1 worker (1 CPU each) and with 2 workers; the Ray outputs are compared with
   the local 1-thread run bit for bit;
-* **predict**: ``--predict-tasks`` test sentences (``predict --data``'s path): local 1 thread,
-  local all cores, Ray 1 and 2 actors;
+* **predict**: ``ner-quality predict --data`` on ``--predict-tasks`` test sentences, end to end
+  in a fresh process per mode (start-up, model load and cold kernels included, as a user
+  waits): local with 1 thread, with all cores, Ray with 1 and 2 actors (a local Ray started
+  by the command);
 * **bulk predict**: ``predict --project`` against a real Label Studio (127.0.0.1, temporary
   data) with ``--bulk-tasks`` tasks, one fresh project per mode: local, Ray 1 and 2 actors.
   Label Studio's own write rate bounds this one (see ``bench_ls_write``).
 
-One local Ray (``num_cpus`` = the machine's cores, no dashboard) serves every Ray mode; its
-start-up is reported on its own (``ray_init_s``)::
+One local Ray (``num_cpus`` = the machine's cores, no dashboard) serves the cross-fit and bulk
+Ray modes; its start-up is reported on its own (``ray_init_s``)::
 
     .venv/bin/python bench/bench_ray.py --out bench/results/ray_cpu.json
 
@@ -94,36 +96,28 @@ def bench_crossfit(ds: Any, a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def bench_predict(model_dir: str, items: list[Any], labels: list[str]) -> dict[str, Any]:
-    import torch
+def bench_predict(model_dir: str, data: Path, n: int) -> dict[str, Any]:
+    """``ner-quality predict --data`` end to end (a fresh process per mode: start-up, model
+    load, cold kernels, writing the JSON — what a user waits for), local vs Ray."""
+    import subprocess
 
-    from ls_backend.engine import EngineOptions
-    from ls_backend.engine.predict import predict_items
-    from ls_backend.runtime import NerModel
-
-    opts = {"labels": labels, "device": "cpu"}
-    out: dict[str, Any] = {"tasks": len(items)}
     cores = os.cpu_count() or 1
-    model = NerModel.load(model_dir, **opts)
-    model.predict(items[:64])  # warm-up
-    for name, threads in (("local_1thread", 1), (f"local_{cores}threads", cores)):
-        before = _threads(threads)
-        try:
-            t0 = time.time()
-            model.predict(items)
-            dt = time.time() - t0
-        finally:
-            torch.set_num_threads(before)
-        out[name] = {"seconds": round(dt, 2), "tasks_per_s": round(len(items) / dt, 1)}
-        log(f"predict {name}: {out[name]}")
-    for workers in (1, 2):
-        name = f"ray_{workers}worker"
+    out: dict[str, Any] = {"tasks": n}
+    base = [sys.executable, "-m", "ls_backend.cli", "predict", "--model", model_dir, "--data",
+            str(data), "--limit", str(n), "--device", "cpu", "--out", os.devnull]
+    modes = [("local_1thread", [], "1"), (f"local_{cores}threads", [], str(cores)),
+             ("ray_1worker", ["--engine", "ray", "--ray-workers", "1"], None),
+             ("ray_2worker", ["--engine", "ray", "--ray-workers", "2"], None)]
+    for name, extra, threads in modes:
+        env = dict(os.environ)
+        if threads:
+            env["OMP_NUM_THREADS"] = threads
         t0 = time.time()
-        preds = predict_items(EngineOptions(engine="ray", workers=workers), model_dir, items,
-                              load_options=opts, batch_size=256)
+        r = subprocess.run(base + extra, env=env, capture_output=True, text=True)
         dt = time.time() - t0
-        assert len(preds) == len(items)
-        out[name] = {"seconds": round(dt, 2), "tasks_per_s": round(len(items) / dt, 1)}
+        if r.returncode != 0:
+            raise RuntimeError(f"{name}: {r.stderr[-2000:]}")
+        out[name] = {"seconds": round(dt, 2), "tasks_per_s": round(n / dt, 1)}
         log(f"predict {name}: {out[name]}")
     out["speedup_2_vs_1_workers"] = round(out["ray_1worker"]["seconds"]
                                           / out["ray_2worker"]["seconds"], 2)
@@ -157,7 +151,7 @@ def bench_bulk(model_dir: str, tasks: list[dict[str, Any]], work: Path) -> dict[
             pid = api.create_project(f"bench ray {name}", config)
             api.import_tasks(pid, [{"data": t["data"]} for t in tasks])
             s = predict_project(settings, pid, batch_size=64, progress=False, model=model_dir,
-                                api=api, engine=engine, window=512)
+                                api=api, engine=engine, window=256)
             assert s["predicted"] == len(tasks) and s["failed"] == 0, s
             out[name] = {"seconds": s["seconds"],
                          "tasks_per_s": round(len(tasks) / s["seconds"], 1),
@@ -173,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crossfit-tasks", type=int, default=400)
     ap.add_argument("--folds", type=int, default=2)
-    ap.add_argument("--predict-tasks", type=int, default=2000)
-    ap.add_argument("--bulk-tasks", type=int, default=300)
+    ap.add_argument("--predict-tasks", type=int, default=3453)
+    ap.add_argument("--bulk-tasks", type=int, default=600)
     ap.add_argument("--no-bulk", action="store_true", help="skip the Label Studio part")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
@@ -203,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         train(cf, model_dir, epochs=1, batch_size=16, device="cpu", progress=False,
               record_dynamics=False)
         test = read_conll(DATA / "test.conll")
-        items = [t.tokens for t in test.tasks[: a.predict_tasks]]
-        result["predict"] = bench_predict(model_dir, items, list(test.labels))
+        result["predict"] = bench_predict(model_dir, DATA / "test.conll",
+                                          min(a.predict_tasks, len(test.tasks)))
         if not a.no_bulk:
             tasks = to_ls_tasks(dataclasses.replace(test, tasks=test.tasks[: a.bulk_tasks]))
             result["bulk_predict"] = bench_bulk(model_dir, tasks, work)

@@ -112,11 +112,21 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def _quiet(ray: Any) -> None:
+    """Ray Data logs every execution at INFO and draws bars of its own; the driver shows one."""
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
 @contextmanager
 def ray_session(options: EngineOptions) -> Iterator[RaySession]:
     """Connect to (or start) Ray for the duration of a ``with`` block."""
     ray = import_ray()
     if ray.is_initialized():
+        _quiet(ray)
         yield RaySession(dict(ray.cluster_resources()), False, options.address)
         return
     runtime_env = {"env_vars": _worker_env()}
@@ -130,12 +140,8 @@ def ray_session(options: EngineOptions) -> Iterator[RaySession]:
     else:
         ray.init(num_cpus=options.num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
-    for name in ("ray", "ray.data"):  # Ray Data logs every execution at INFO
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the driver shows one bar of its own
-        ctx.print_on_execution_start = False
+        _quiet(ray)
         session = RaySession(dict(ray.cluster_resources()), True, options.address)
         log.info("Ray: %d CPU, %d GPU (%s)", session.cpus, session.gpus,
                  options.address or "local, started for this command")
