@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["predict_project", "run_cli"]
 
+#: items per Ray actor call at most (large calls run the runtime faster; see
+#: ``ls_backend.engine.predict.plan_batches``)
+RAY_BATCH = 1024
+
 
 @dataclass
 class ModelChoice:
@@ -101,7 +105,8 @@ def predict_project(
     settings : needs ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (and ``MODEL_DIR`` to find
         the project's trained model)
     project : Label Studio project id
-    batch_size : tasks per page and per batched model pass (per Ray actor call on Ray)
+    batch_size : tasks per page and per batched model pass (on Ray: per page; an actor call
+        takes up to 1,024 tasks of a window)
     progress : tqdm progress bar on stderr (tasks done / total, rate, ETA)
     model : model directory / HF path overriding the project's trained version
     api : an ``analysis.labelstudio.LabelStudioAPI`` (default: built from ``settings``)
@@ -267,7 +272,7 @@ def _on_ray(run: _Run, api: Any, choice: ModelChoice, engine: Any, *, batch_size
                 for i, pred in predict_on_ray(session, engine, choice.path,
                                               [t.tokens for t in ptasks],
                                               load_options=choice.load_options,
-                                              batch_size=batch_size):
+                                              batch_size=RAY_BATCH):
                     writer.put(ptasks[i].id, run.regions(ptasks[i], pred),
                                round(float(pred.score), 6))
             ok = True
