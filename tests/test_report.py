@@ -208,3 +208,49 @@ def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
     # bad input: a clear one-line error, exit 2
     with redirect_stdout(io.StringIO()):
         assert main(["analyze", "--data", str(data), "--probs", str(tmp_path / "nope.npz")]) == 2
+
+
+def test_error_kinds_in_the_annotations_words_and_long_text_cut_visibly() -> None:
+    """A task whose annotation lacks an entity shows it under "entity missing" (the library's
+    ``ghost``), one with an extra entity under "extra entity" (``missed``); long texts end in
+    an ellipsis with the whole text as the tooltip."""
+    from analysis.review.report import page
+
+    long_text = "Rome " + "and more words " * 20 + "END"
+    d = {"metrics": {}, "alerts": [{"name": "likely mislabeled", "rule": "r",
+                                    "numbers": {}, "task_ids": [1, 2]}],
+         "tasks": [{"id": 1, "dep": 0.9, "errors": {"ghost": 1}, "text": "Obama spoke ."},
+                   {"id": 2, "dep": 0.8, "errors": {"missed": 2}, "text": long_text}]}
+    html = render_report(d)
+    table = html[html.index('<table id="flagged"'):]
+    heads = re.findall(r"<th>([^<]*)</th>", table[:table.index("</thead>")])
+    assert heads[3:7] == ["wrong type", "boundary", "extra entity", "entity missing"]
+    rows = re.findall(r"<tr>(.*?)</tr>", table[table.index("<tbody>"):])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
+    by_id = {re.sub("<[^>]+>", "", c[0]): c for c in cells}
+    assert by_id["1"][heads.index("entity missing")] == "1"
+    assert by_id["2"][heads.index("extra entity")] == "2"
+    assert 'class="cut">…</span>' in by_id["2"][-1] and "END" not in by_id["2"][-1]
+    assert f'title="{long_text}"' in table
+    assert "Obama spoke ." == by_id["1"][-1]  # short texts are not cut
+    assert page.KIND_WORDS["ghost"] in html and "annotation lacks" in html  # the legend
+
+
+def test_alerts_read_as_sentences_with_annotators_as_a_table() -> None:
+    d = {"metrics": {}, "tasks": [], "alerts": [{
+        "name": "annotator error rates", "rule": "annotator error rate above the pooled rate",
+        "numbers": {"pooled_rate": 0.12,
+                    "annotators": {"kim": {"rate": 0.1, "spans": 200, "z": -0.4},
+                                   "sam": {"rate": 0.31, "spans": 150, "z": 3.42}},
+                    "flagged_annotators": ["sam"]},
+        "task_ids": list(range(20))}]}
+    html = render_report(d, ls_url="http://ls:8080", project_id=3)
+    alert = html[html.index('<div class="alert">'):html.index('</section>', html.index(
+        '<div class="alert">'))]
+    assert "pooled rate: <b>0.120</b>" in alert and "<pre>" not in alert  # no raw JSON
+    rows = re.findall(r'<tr class="([^"]*)"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>'
+                      r"<td>([^<]*)</td></tr>", alert)
+    assert [(r[0], r[1].split()[0], r[4]) for r in rows] == [("flagged", "sam", "3.420"),
+                                                            ("", "kim", "-0.400")]
+    # the first tasks, linked into Label Studio, and how many more there are
+    assert 'href="http://ls:8080/projects/3/data?task=0"' in alert and "and 8 more" in alert

@@ -77,9 +77,12 @@ def hbar_chart(
 
 
 def stacked_bar_chart(
-    rows: Mapping[str, Mapping[str, int]], kinds: Sequence[str], *, cls: str, width: int = 640
+    rows: Mapping[str, Mapping[str, int]], kinds: Sequence[str], *, cls: str, width: int = 640,
+    names: Mapping[str, str] | None = None,
 ) -> str:
-    """One horizontal stacked bar per row; segments coloured by ``kinds`` with a legend."""
+    """One horizontal stacked bar per row; segments coloured by ``kinds`` with a legend
+    (``names``: the words shown for each kind, default the kind itself)."""
+    names = names or {}
     if not rows:
         return empty("no data")
     bar_h = 22
@@ -102,7 +105,7 @@ def stacked_bar_chart(
             out.append(
                 f'<rect class="bar seg-{esc(k)}" x="{x:.1f}" y="{y + 2}" width="{w:.1f}" '
                 f'height="{bar_h - 4}" fill="{KIND_COLOURS.get(k, "#999")}">'
-                f"<title>{esc(name)} {esc(k)}: {v}</title></rect>"
+                f"<title>{esc(name)} {esc(names.get(k, k))}: {v}</title></rect>"
             )
             x += w
         total = sum(int(r.get(k, 0)) for k in kinds)
@@ -112,9 +115,9 @@ def stacked_bar_chart(
     for k in kinds:
         out.append(
             f'<rect x="{lx:.0f}" y="{ly}" width="12" height="12" '
-            f'fill="{KIND_COLOURS.get(k, "#999")}"/><text x="{lx + 16:.0f}" y="{ly + 11}">{esc(k)}</text>'
+            f'fill="{KIND_COLOURS.get(k, "#999")}"/><text x="{lx + 16:.0f}" y="{ly + 11}">{esc(names.get(k, k))}</text>'
         )
-        lx += 24 + 7.5 * len(k)
+        lx += 24 + 7.5 * len(names.get(k, k))
     out.append("</svg>")
     return "".join(out)
 

@@ -35,7 +35,28 @@ from analysis.review.report.charts import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["render_report", "write_report", "write_csv", "flagged_rows"]
+__all__ = ["KIND_WORDS", "render_report", "write_report", "write_csv", "flagged_rows"]
+
+#: the error kinds of :mod:`analysis.errors` in a data lead's words: the kinds are named from
+#: the model's side (``missed``: a gold span the model does not predict), the report speaks
+#: of the annotation, which is what a reviewer fixes
+KIND_WORDS = {
+    "correct": "correct",
+    "wrong_tag": "wrong type",
+    "span_shift": "boundary",
+    "missed": "extra entity",
+    "ghost": "entity missing",
+}
+KIND_LEGEND = (
+    "Error kinds, from the annotation's side: <b>wrong type</b> — same span, another type; "
+    "<b>boundary</b> — the model's span overlaps the annotated one with other offsets; "
+    "<b>extra entity</b> — the annotation has an entity the model does not find (a possible "
+    "false annotation); <b>entity missing</b> — the model finds an entity the annotation lacks "
+    "(a possibly overlooked one).  The CSV keeps the library's names (wrong_tag, span_shift, "
+    "missed, ghost)."
+)
+#: characters of a task's text shown in the table (the full text is in the cell's tooltip)
+TEXT_CHARS = 160
 
 
 def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -59,7 +80,7 @@ def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "n_errors": int(sum(v for k, v in errs.items() if k != "correct")),
                 "errors": errs,
                 "alerts": names,
-                "text": str(t.get("text", ""))[:120],
+                "text": str(t.get("text", "")),
             }
         )
     rows.sort(key=lambda r: (-(r["dep"] if r["dep"] is not None else -1.0), r["id"]))
@@ -119,7 +140,9 @@ svg text.note{fill:#777;font-size:10px}.empty{color:#777;font-style:italic}
 table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;text-align:left;
 vertical-align:top}th{cursor:pointer;background:#f6f8fa}.alert{border-left:4px solid #e15759;padding:4px 10px;
 margin:6px 0}.alert .rule{color:#555}.kpi{display:inline-block;margin-right:24px}.kpi b{font-size:20px;display:block}
-code{background:#f6f8fa;padding:1px 4px}
+code{background:#f6f8fa;padding:1px 4px}.legend{color:#555;font-size:12px}.cut{color:#999}
+ul.numbers{margin:4px 0;padding-left:18px;columns:2}.alert-annotators{width:auto;margin:4px 0}
+.alert-annotators tr.flagged td{color:#b31d28;font-weight:600}.alert-tasks{color:#444;margin:4px 0}
 """
 
 _JS = """
@@ -148,7 +171,8 @@ _JS = """
 """
 
 
-def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]]) -> list[str]:
+def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]], ls_url: str | None = None,
+             project_id: int | None = None) -> list[str]:
     """The summary and the alerts sections."""
     kpis = [
         ("tasks", m.get("n_tasks", 0)),
@@ -163,13 +187,46 @@ def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]]) -> list[str]
         for k, v in kpis)
     if m.get("dep", {}).get("source"):
         summary += f'<p>DEP from: <code>{esc(m["dep"]["source"])}</code></p>'
-    body = "".join(
-        f'<div class="alert"><b>{esc(a["name"])}</b> — {len(a.get("task_ids", []))} task(s)'
-        f'<div class="rule">rule: {esc(a["rule"])}</div>'
-        f"<details><summary>numbers</summary><pre>"
-        f"{esc(json.dumps(a.get('numbers', {}), indent=1)[:4000])}</pre></details></div>"
-        for a in alerts) if alerts else empty("no alert fired")
+    body = "".join(_alert(a, ls_url, project_id) for a in alerts) if alerts \
+        else empty("no alert fired")
     return [_section("Summary", summary, "summary"), _section("Alerts", body, "alerts")]
+
+
+#: task ids listed (linked) under each alert; the rest are in the flagged-task table and CSV
+ALERT_TASKS_SHOWN = 12
+
+
+def _alert(a: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> str:
+    """One alert as a person reads it: what fired, the rule, its figures, the first tasks."""
+    ids = [int(t) for t in a.get("task_ids", [])]
+    nums = dict(a.get("numbers", {}) or {})
+    annotators = nums.pop("annotators", None)
+    flagged = set(nums.pop("flagged_annotators", None) or [])
+    scalars = [(k, v) for k, v in nums.items() if isinstance(v, (int, float, str, bool))
+               or v is None]
+    rest = {k: v for k, v in nums.items() if (k, v) not in scalars}
+    out = [f'<div class="alert"><b>{esc(a["name"])}</b> — {len(ids)} task(s) flagged',
+           f'<div class="rule">{esc(a["rule"])}</div>']
+    if scalars:
+        out.append('<ul class="numbers">' + "".join(
+            f"<li>{esc(k.replace('_', ' '))}: <b>{esc(fmt(v) if v is not None else '–')}</b></li>"
+            for k, v in scalars) + "</ul>")
+    if isinstance(annotators, Mapping) and annotators:
+        rows = sorted(annotators.items(), key=lambda kv: -float(kv[1].get("z", 0.0)))
+        out.append('<table class="alert-annotators"><thead><tr><th>annotator</th><th>spans</th>'
+                   "<th>error rate</th><th>z-score</th></tr></thead><tbody>" + "".join(
+                       f'<tr class="{"flagged" if name in flagged else ""}"><td>{esc(name)}'
+                       f'{" ⚑" if name in flagged else ""}</td><td>{esc(fmt(v.get("spans")))}'
+                       f'</td><td>{esc(fmt(v.get("rate")))}</td><td>{esc(fmt(v.get("z")))}</td>'
+                       "</tr>" for name, v in rows) + "</tbody></table>")
+    if rest:
+        out.append("<details><summary>more figures</summary><pre>"
+                   f"{esc(json.dumps(rest, indent=1)[:4000])}</pre></details>")
+    if ids:
+        shown = ", ".join(_task_link(t, ls_url, project_id) for t in ids[:ALERT_TASKS_SHOWN])
+        more = f" and {len(ids) - ALERT_TASKS_SHOWN} more" if len(ids) > ALERT_TASKS_SHOWN else ""
+        out.append(f'<div class="alert-tasks">tasks: {shown}{more}</div>')
+    return "".join(out) + "</div>"
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]], cls: str) -> str:
@@ -245,8 +302,8 @@ def _charts(m: Mapping[str, Any], spanmap: Mapping[str, Any] | None) -> str:
             colour=PALETTE[4]), "samples"),
         _section("Error distribution by class", stacked_bar_chart(
             m.get("error_distribution", {}) or {},
-            ("correct", "wrong_tag", "span_shift", "missed", "ghost"), cls="error-distribution"),
-            "errors"),
+            ("correct", "wrong_tag", "span_shift", "missed", "ghost"), cls="error-distribution",
+            names=KIND_WORDS) + f'<p class="legend">{KIND_LEGEND}</p>', "errors"),
         _section("Top misclassified pairs (gold → predicted)", hbar_chart(
             [(f"{p['gold']} → {p['pred']}", p["count"]) for p in tc[:15]], cls="top-confusions",
             fmt="{:.0f}", colour=PALETTE[2]), "pairs"),
@@ -272,13 +329,22 @@ def _charts(m: Mapping[str, Any], spanmap: Mapping[str, Any] | None) -> str:
     return '<div class="grid">' + "".join(out) + "</div>"
 
 
+def _text_cell(text: str) -> str:
+    """The text cell: the first :data:`TEXT_CHARS` characters, an ellipsis when cut, the whole
+    text (up to 2,000 characters) as the tooltip."""
+    if len(text) <= TEXT_CHARS:
+        return f"<td>{esc(text)}</td>"
+    return (f'<td title="{esc(text[:2000])}">{esc(text[:TEXT_CHARS].rstrip())}'
+            '<span class="cut">…</span></td>')
+
+
 def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | None,
              max_rows: int) -> str:
     """The sortable, filterable table of flagged tasks."""
     rows = flagged_rows(result)
     kinds = ("wrong_tag", "span_shift", "missed", "ghost")
-    head = "".join(f"<th>{esc(h)}</th>" for h in ("task", "DEP", "errors", *kinds, "alerts",
-                                                   "text"))
+    head = "".join(f"<th>{esc(h)}</th>" for h in (
+        "task", "DEP", "errors", *(KIND_WORDS[k] for k in kinds), "alerts", "text"))
     trs = []
     for r in rows[:max_rows]:
         dep_v = "" if r["dep"] is None else f"{r['dep']:.3f}"
@@ -287,11 +353,12 @@ def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | No
             f'<td data-v="{r["id"]}">{_task_link(r["id"], ls_url, project_id)}</td>'
             f'<td data-v="{dep_v}">{dep_v}</td><td>{r["n_errors"]}</td>'
             + "".join(f"<td>{int(r['errors'].get(k, 0))}</td>" for k in kinds)
-            + f"<td>{esc(', '.join(r['alerts']))}</td><td>{esc(r['text'])}</td></tr>")
+            + f"<td>{esc(', '.join(r['alerts']))}</td>{_text_cell(r['text'])}</tr>")
     more = (f"<p>showing {max_rows} of {len(rows)}; the CSV has all</p>"
             if len(rows) > max_rows else "")
     return _section(
         f"Flagged tasks ({len(rows)})",
+        f'<p class="legend">{KIND_LEGEND}</p>'
         '<input id="flag-filter" placeholder="filter rows…" size="40"> '
         f'<table id="flagged"><thead><tr>{head}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
         + more, "flagged-tasks")
@@ -309,7 +376,7 @@ def render_report(
     """The report as one HTML string (see the module docstring)."""
     m = result.get("metrics", {}) or {}
     alerts = list(result.get("alerts", []) or [])
-    parts = _summary(m, alerts)
+    parts = _summary(m, alerts, ls_url, project_id)
     if m.get("agreement") and m["agreement"].get("tasks"):
         parts.append(_agreement(m["agreement"]))
     parts += [_charts(m, spanmap), _flagged(result, ls_url, project_id, max_rows)]
