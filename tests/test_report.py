@@ -254,3 +254,34 @@ def test_alerts_read_as_sentences_with_annotators_as_a_table() -> None:
                                                             ("", "kim", "-0.400")]
     # the first tasks, linked into Label Studio, and how many more there are
     assert 'href="http://ls:8080/projects/3/data?task=0"' in alert and "and 8 more" in alert
+
+
+def test_flagged_tasks_show_gold_and_model_spans_with_the_fix(
+        result: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Task 103 is annotated "Ines Barrow" LOC where the model says PER: the annotation line
+    marks [0, 11) LOC as a wrong type, the model line marks [0, 11) PER, the fix reads
+    LOC → PER; correct spans are marked correct."""
+    from analysis.review.report.spans import task_spans
+
+    ds, probs, tags = _dataset()
+    res = analyze_dataset(ds, probs=probs, tags=tags)
+    d = res.to_dict()
+    spans = task_spans(res.corpus, res.comparison, [t["index"] for t in d["tasks"]])
+    for t in d["tasks"]:
+        t["text"] = res.corpus.texts[t["index"]]
+        t.update(spans[t["index"]])
+    assert spans[3]["gold"] == [[0, 11, "LOC", "wrong_tag", [0, 11, "PER"]],
+                                [19, 33, "ORG", "correct", None]]
+    assert spans[3]["pred"] == [[0, 11, "PER", "wrong_tag"], [19, 33, "ORG", "correct"]]
+    html = render_report(d)
+    row = re.search(r'<tr><td data-v="103">.*?</tr>', html, re.S)
+    assert row is not None
+    ann, mod = re.findall(r'<div class="line (?:ann|mod)">(.*?)</div>', row.group(0))
+    marks = r'<mark class="sp k-([a-z_]+)" data-start="(\d+)" data-end="(\d+)" data-label="(\w+)"'
+    assert re.findall(marks, ann) == [("wrong_tag", "0", "11", "LOC"),
+                                      ("correct", "19", "33", "ORG")]
+    assert re.findall(marks, mod) == [("wrong_tag", "0", "11", "PER"),
+                                      ("correct", "19", "33", "ORG")]
+    text = "Ines Barrow joined Northwind Bank ."
+    assert re.sub("<sub>.*?</sub>|<[^>]+>", "", ann).split(" ", 1)[1].strip() == text
+    assert "wrong type: “Ines Barrow” LOC → PER" in row.group(0)

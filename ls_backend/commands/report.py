@@ -46,6 +46,7 @@ def span_vectors_tfidf(texts: list[str], *, seed: int = 0) -> Any:
 def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                  ls_url: str | None = None, title: str | None = None, seed: int = 0) -> Path:
     from analysis.review.report import span_map, write_csv, write_report
+    from analysis.review.report.spans import task_spans
 
     corpus = res.corpus
     gold = corpus.gold.chars
@@ -62,9 +63,15 @@ def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                         texts=list(corpus.gold_text), seed=seed)
     url = ls_url or inp.url
     d = res.to_dict()
-    # the flagged-task table shows a snippet of each text
+    # the flagged-task table shows each flagged task's text with its gold and model spans
+    flagged = {int(t) for a in d["alerts"] for t in a["task_ids"]}
+    rows = [t["index"] for t in d["tasks"]
+            if (t["id"] if t["id"] is not None else t["index"]) in flagged]
+    spans = task_spans(corpus, res.comparison, rows)
     for t in d["tasks"]:
-        t["text"] = corpus.texts[t["index"]][:120]
+        t["text"] = corpus.texts[t["index"]]
+        if t["index"] in spans:
+            t.update(spans[t["index"]])
     path = write_report(d, out, ls_url=url, project_id=inp.project_id, spanmap=smap,
                         title=title or "ner-quality report")
     if csv:

@@ -10,6 +10,9 @@ misclassified pairs, confusion heat map, DEP distribution, high-DEP words, loss 
 embedding map (coloured by label, or by DEP), annotator agreement (when several annotators
 labelled tasks: per label, per annotator, per pair), flagged tasks with links into Label Studio
 (``<LS_URL>/projects/<pid>/data?task=<id>``), and :func:`write_csv` writes the same table.
+A task record with ``gold`` / ``pred`` span lists (:func:`analysis.review.report.spans.task_spans`)
+is drawn as two highlighted lines, the annotation and the model, with the suggested fixes;
+error kinds are named from the annotation's side (:data:`KIND_WORDS`).
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "errors": errs,
                 "alerts": names,
                 "text": str(t.get("text", "")),
+                "gold": t.get("gold"),
+                "pred": t.get("pred", []),
             }
         )
     rows.sort(key=lambda r: (-(r["dep"] if r["dep"] is not None else -1.0), r["id"]))
@@ -143,6 +148,11 @@ margin:6px 0}.alert .rule{color:#555}.kpi{display:inline-block;margin-right:24px
 code{background:#f6f8fa;padding:1px 4px}.legend{color:#555;font-size:12px}.cut{color:#999}
 ul.numbers{margin:4px 0;padding-left:18px;columns:2}.alert-annotators{width:auto;margin:4px 0}
 .alert-annotators tr.flagged td{color:#b31d28;font-weight:600}.alert-tasks{color:#444;margin:4px 0}
+td.spans{min-width:420px}.line{margin:1px 0}.who{display:inline-block;width:74px;color:#777;font-size:11px}
+mark.sp{padding:0 2px;border-radius:3px;background:#e6f4ea}mark.sp sub{font-size:9px;color:#555;margin-left:2px}
+mark.k-wrong_tag{background:#fde2c8}mark.k-span_shift{background:#e8dcf7}mark.k-missed{background:#f9d0d0}
+mark.k-ghost{background:#d4e6fb;outline:1px dashed #4e79a7}mark.k-none{background:#eee}
+ul.fixes{margin:2px 0 0 74px;padding-left:14px;color:#8a3b00;font-size:12px}
 """
 
 _JS = """
@@ -196,6 +206,15 @@ def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]], ls_url: str 
 ALERT_TASKS_SHOWN = 12
 
 
+def _num(v: Any) -> str:
+    """An alert figure: whole floats as integers (a threshold of 1000 chars, not 1000.000)."""
+    if v is None:
+        return "–"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return fmt(v)
+
+
 def _alert(a: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> str:
     """One alert as a person reads it: what fired, the rule, its figures, the first tasks."""
     ids = [int(t) for t in a.get("task_ids", [])]
@@ -209,7 +228,7 @@ def _alert(a: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> 
            f'<div class="rule">{esc(a["rule"])}</div>']
     if scalars:
         out.append('<ul class="numbers">' + "".join(
-            f"<li>{esc(k.replace('_', ' '))}: <b>{esc(fmt(v) if v is not None else '–')}</b></li>"
+            f"<li>{esc(k.replace('_', ' '))}: <b>{esc(_num(v))}</b></li>"
             for k, v in scalars) + "</ul>")
     if isinstance(annotators, Mapping) and annotators:
         rows = sorted(annotators.items(), key=lambda kv: -float(kv[1].get("z", 0.0)))
@@ -338,6 +357,59 @@ def _text_cell(text: str) -> str:
             '<span class="cut">…</span></td>')
 
 
+#: characters of a text drawn with its spans (longer texts are cut with an ellipsis)
+SPAN_TEXT_CHARS = 600
+
+
+def _marked(text: str, spans: list[list[Any]], who: str) -> str:
+    """``text`` (cut at :data:`SPAN_TEXT_CHARS`) with ``spans`` ``[start, end, label, kind,
+    ...]`` as ``<mark>`` elements carrying their offsets, label and kind."""
+    cut = len(text) > SPAN_TEXT_CHARS
+    shown = text[:SPAN_TEXT_CHARS]
+    out, pos = [], 0
+    for sp in sorted(spans, key=lambda x: x[0]):
+        s, e, lab, kind = int(sp[0]), int(sp[1]), str(sp[2]), sp[3]
+        if s >= len(shown):
+            break
+        e_shown = min(e, len(shown))
+        words = KIND_WORDS.get(kind, "") if kind else ""
+        tip = f"{who}: {lab} [{s}, {e})" + (f" — {words}" if words and kind != "correct" else "")
+        out.append(esc(shown[pos:s]))
+        out.append(f'<mark class="sp k-{esc(kind or "none")}" data-start="{s}" data-end="{e}" '
+                   f'data-label="{esc(lab)}" title="{esc(tip)}">{esc(shown[s:e_shown])}'
+                   f'<sub>{esc(lab)}</sub></mark>')
+        pos = e_shown
+    out.append(esc(shown[pos:]))
+    return "".join(out) + ('<span class="cut">…</span>' if cut else "")
+
+
+def _fixes(text: str, gold: list[list[Any]], pred: list[list[Any]]) -> list[str]:
+    """What the model suggests, in the annotation's words, one line per disagreement."""
+    out = []
+    for s, e, lab, kind, prop in gold:
+        if kind == "wrong_tag" and prop:
+            out.append(f"wrong type: “{text[s:e]}” {lab} → {prop[2]}")
+        elif kind == "span_shift" and prop:
+            out.append(f"boundary: “{text[s:e]}” → “{text[prop[0]:prop[1]]}” ({prop[2]})")
+        elif kind == "missed":
+            out.append(f"extra entity? “{text[s:e]}” ({lab}): the model finds none")
+    for s, e, lab, kind in pred:
+        if kind == "ghost":
+            out.append(f"entity missing: “{text[s:e]}” ({lab})")
+    return out
+
+
+def _spans_cell(text: str, gold: list[list[Any]], pred: list[list[Any]]) -> str:
+    """The task as a person reads it: the annotation and the model, one line each, and the
+    suggested fixes."""
+    fixes = _fixes(text, gold, pred)
+    return (f'<td class="spans"><div class="line ann"><span class="who">annotation</span> '
+            f'{_marked(text, gold, "annotated")}</div><div class="line mod"><span class="who">'
+            f'model</span> {_marked(text, pred, "model")}</div>'
+            + ('<ul class="fixes">' + "".join(f"<li>{esc(f)}</li>" for f in fixes) + "</ul>"
+               if fixes else "") + "</td>")
+
+
 def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | None,
              max_rows: int) -> str:
     """The sortable, filterable table of flagged tasks."""
@@ -353,7 +425,9 @@ def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | No
             f'<td data-v="{r["id"]}">{_task_link(r["id"], ls_url, project_id)}</td>'
             f'<td data-v="{dep_v}">{dep_v}</td><td>{r["n_errors"]}</td>'
             + "".join(f"<td>{int(r['errors'].get(k, 0))}</td>" for k in kinds)
-            + f"<td>{esc(', '.join(r['alerts']))}</td>{_text_cell(r['text'])}</tr>")
+            + f"<td>{esc(', '.join(r['alerts']))}</td>"
+            + (_spans_cell(r["text"], r["gold"], r["pred"]) if r.get("gold") is not None
+               else _text_cell(r["text"])) + "</tr>")
     more = (f"<p>showing {max_rows} of {len(rows)}; the CSV has all</p>"
             if len(rows) > max_rows else "")
     return _section(
