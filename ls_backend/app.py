@@ -13,6 +13,8 @@ pins Flask 1.1.2), implemented on current Flask:
 ``GET /status``     queue, per-project train status and versions, recent errors
                     (also ``/train_status``; ``?project=`` narrows it)
 ``GET /score``      ``?project=&task=``: the last scores computed for a task (debugging)
+``POST /probe``     ``{"project", "text"[, "top_k", "low_confidence"]}``: per-word tags, probabilities,
+                    subwords of a free text with the serving model (``ner-quality probe``)
 ==================  =======================================================================
 
 Every error is a JSON ``{"error": message}`` with a 4xx/5xx status and a log line; the server
@@ -34,7 +36,14 @@ from werkzeug.exceptions import HTTPException
 from analysis.exceptions import DataError
 
 from .service.backend import Backend
-from .service.errors import Busy, LabelMismatch, NoLabelStudio, QueueFull, TaskError
+from .service.errors import (
+    Busy,
+    LabelMismatch,
+    NoLabelStudio,
+    QueueFull,
+    TaskError,
+    UnknownProject,
+)
 from .service.state import project_id
 from .settings import Settings
 
@@ -120,7 +129,8 @@ def _guards(app: Flask, settings: Settings, backend: Backend) -> None:
             resp, code = _api_error(ApiError(503, str(exc)))
             resp.headers["Retry-After"] = "10"
             return resp, code
-        for kind, status in ((LabelMismatch, 409), (TaskError, 422), (QueueFull, 503),
+        for kind, status in ((LabelMismatch, 409), (UnknownProject, 404), (TaskError, 422),
+                             (QueueFull, 503),
                              (NoLabelStudio, 503), (DataError, 400)):
             if isinstance(exc, kind):
                 return _api_error(ApiError(status, str(exc)))
@@ -231,6 +241,22 @@ def _ops_routes(app: Flask, backend: Backend) -> None:
     def status() -> Response:
         pid = request.args.get("project")
         return jsonify(backend.status(None if pid is None else project_id(pid)))
+
+    @app.post("/probe")
+    def probe() -> Response:
+        body = _json_body()
+        if "project" not in body:
+            raise ApiError(400, "probe: missing 'project'")
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise ApiError(400, "probe: 'text' must be a string")
+        top_k, low = body.get("top_k", 3), body.get("low_confidence", 0.6)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 20:
+            raise ApiError(400, f"probe: 'top_k' must be an integer in [1, 20], got {top_k!r}")
+        if not isinstance(low, (int, float)) or isinstance(low, bool):
+            raise ApiError(400, f"probe: 'low_confidence' must be a number, got {low!r}")
+        return jsonify(backend.probe(project_id(body["project"]), text, top_k=top_k,
+                                     low_confidence=float(low)))
 
     @app.get("/score")
     def score() -> Response:

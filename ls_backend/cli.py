@@ -33,6 +33,7 @@ COMMANDS = (
     "errors",
     "train",
     "predict",
+    "probe",
     "dep",
     "serve",
     "sync",

@@ -356,6 +356,36 @@ def test_training_switches_version_and_records_dynamics(trained: dict[str, Any])
 
 
 @pytest.mark.model
+def test_probe_route_explains_the_serving_model(trained: dict[str, Any]) -> None:
+    """``POST /probe``: per word the serving model's tags (best first) and subwords; its
+    spans are those ``/predict`` answers for the same text; bad requests are 4xx."""
+    c = trained["client"]
+    v = setup_project(c)
+    text = "Obama met Merkel in London ."
+    r = c.post("/probe", json={"project": 3, "text": text, "top_k": 2, "low_confidence": 0.9})
+    assert r.status_code == 200, r.json
+    d = r.json
+    assert d["model_version"] == v and d["windows"] == 1
+    assert [w["word"] for w in d["words"]] == text.split()
+    for w in d["words"]:
+        assert text[w["start"]:w["end"]] == w["word"]
+        assert "".join(sw.removeprefix("##") for sw in w["subwords"]) == w["word"].lower()
+        assert len(w["top"]) == 2 and w["top"][0][0] == w["tag"] and w["top"][0][1] == w["p"]
+        assert w["top"][0][1] >= w["top"][1][1] and w["low"] == (w["p"] < 0.9)
+    assert d["n_subtokens"] == sum(len(w["subwords"]) for w in d["words"])
+    pr = c.post("/predict", json={"project": 3, "tasks": [{"id": 1, "data": {"text": text}}]})
+    regions = [(g["value"]["start"], g["value"]["end"], g["value"]["labels"][0])
+               for g in pr.json["results"][0]["result"]]
+    assert [(s["start"], s["end"], s["label"]) for s in d["spans"]] == regions
+    for body, status, msg in (
+            ({"project": 999, "text": "Obama"}, 404, "unknown"),
+            ({"project": 3, "text": "   "}, 400, "empty"),
+            ({"project": 3, "text": text, "top_k": 0}, 400, "top_k"),
+            ({"text": text}, 400, "missing 'project'")):
+        r = c.post("/probe", json=body)
+        assert r.status_code == status and msg in r.json["error"], (body, r.json)
+
+
 def test_predict_regions_have_exact_offsets(trained: dict[str, Any]) -> None:
     c = trained["client"]
     v = setup_project(c)

@@ -270,6 +270,29 @@ def test_cli_train_with_folds_then_predict(tmp_path: Path, capsys: pytest.Captur
         assert task["annotations"]  # the gold annotation is kept next to the prediction
 
 
+def test_cli_probe(base: TrainResult, capsys: pytest.CaptureFixture) -> None:
+    """``ner-quality probe``: the tags, probabilities and spans of the predict path, per word."""
+    text = "Obama met Biden in Paris ."
+    rc = main(["probe", text, "Rome .", "--model", base.model_dir, "--device", "cpu", "--json",
+               "--top-k", "3"])
+    assert rc == 0
+    first, second = (json.loads(x) for x in capsys.readouterr().out.strip().splitlines())
+    assert [w["word"] for w in second["words"]] == ["Rome", "."]
+    (pred,) = NerModel.load(base.model_dir, device="cpu").predict([text])
+    for i, w in enumerate(first["words"]):
+        best = int(np.argmax(pred.probs[i]))
+        assert w["tag"] == TAGS[best] and abs(w["p"] - float(pred.probs[i, best])) < 1e-4
+        assert [t for t, _ in w["top"]][0] == w["tag"] and len(w["top"]) == 3
+    assert [(s["start"], s["end"], s["label"]) for s in first["spans"]] == [
+        (s.start, s.end, s.label) for s in pred.spans]
+    # the table: one line per word, every word marked low below a threshold of 1.0
+    rc = main(["probe", text, "--model", base.model_dir, "--device", "cpu", "--low", "1.0"])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0 and sum(line.startswith("? ") for line in lines) == len(text.split())
+    rc = main(["probe", "  ", "--model", base.model_dir, "--device", "cpu"])
+    assert rc == 2 and "the text is empty" in capsys.readouterr().err
+
+
 def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "tiny.conll"
     _write_conll(data)

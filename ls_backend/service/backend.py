@@ -32,7 +32,7 @@ from typing import Any
 
 from ls_backend.settings import Settings
 
-from .errors import BadRequest, Busy, LabelMismatch, NoLabelStudio, TaskError
+from .errors import BadRequest, Busy, LabelMismatch, NoLabelStudio, TaskError, UnknownProject
 from .janitor import DEDUP_MAX_TASKS, Janitor
 from .models import ModelCache
 from .queue import ScoreJob, ScoreQueue
@@ -241,6 +241,35 @@ class Backend(QueueWorker):
             self.enqueue_many([ScoreJob(st.project, tid, fields=overlay)
                                for tid, overlay in overlays.items()])
         return results
+
+    def probe(self, pid: str, text: str, *, top_k: int = 3,
+              low_confidence: float = 0.6) -> dict[str, Any]:
+        """Answer ``/probe``: :func:`ls_backend.runtime.probe.probe` of ``text`` with the
+        project's serving model (the one ``/predict`` uses), within the same model-pass slots."""
+        from ls_backend.runtime.probe import probe
+
+        pid = project_id(pid)
+        if len(text) > self.settings.max_text_chars:
+            raise BadRequest(f"probe: text of {len(text)} characters, more than MAX_TEXT_CHARS="
+                             f"{self.settings.max_text_chars}")
+        st = self.store.get(pid)
+        if st is None:
+            raise UnknownProject(f"probe: project {pid} is unknown; call /setup first")
+        _, config = self._parse_config(pid, None, st)
+        model = self.model_for(st, config)
+        if model is None:
+            raise UnknownProject(f"probe: project {pid} has no trained model yet (version "
+                                 f"{st.model_version}); train one first")
+        if not self._predict_slots.acquire(timeout=self.settings.predict_wait_s):
+            raise Busy(f"probe: {self.settings.predict_concurrency} model pass(es) running; "
+                       "retry later")
+        try:
+            res = probe(model, text, top_k=top_k, low_confidence=low_confidence)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        finally:
+            self._predict_slots.release()
+        return {"project": pid, **res.to_dict()}
 
     def webhook(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Handle a Label Studio webhook at once; the work is queued. Returns (reply, status)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from analysis.exceptions import DataError
 
-__all__ = ["BadRequest", "TaskError", "LabelMismatch", "QueueFull", "NoLabelStudio", "Busy"]
+__all__ = ["BadRequest", "TaskError", "LabelMismatch", "QueueFull", "NoLabelStudio", "Busy",
+           "UnknownProject"]
 
 
 class BadRequest(DataError):
@@ -17,6 +18,10 @@ class BadRequest(DataError):
 
 class TaskError(DataError):
     """Every task of a request is invalid (HTTP 422); the message names each task."""
+
+
+class UnknownProject(DataError):
+    """The project is unknown to the backend or has no model for the request (HTTP 404)."""
 
 
 class LabelMismatch(DataError):
