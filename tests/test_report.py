@@ -205,6 +205,20 @@ def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
         rc = main(["report", "--data", str(data), "--probs", str(npz), "--out", str(out),
                    "--csv", str(tmp_path / "f.csv")])
     assert rc == 0 and out.stat().st_size > 1000 and (tmp_path / "f.csv").is_file()
+    # the sample sections: by loss in the order of metrics.loss.samples_by_loss, each task
+    # drawn with both lines; a seeded random sample (all 12 tasks here, in task order)
+    html = out.read_text(encoding="utf-8")
+
+    def section_ids(cls: str) -> list[int]:
+        body = html.split(f'<table class="{cls}">')[1].split("</table>")[0]
+        assert body.count('<div class="line ann">') == body.count("<tr>") - 1  # minus the head
+        return [int(x) for x in re.findall(r"<tr><td>(\d+)</td>", body)]
+
+    by_loss = [x["id"] for x in obj["metrics"]["samples_by_loss"]]
+    assert by_loss and section_ids("samples-by-loss") == by_loss
+    assert set(by_loss[:3]) == {obj["tasks"][i]["id"] for i in (3, 7, 11)}  # the planted ones
+    assert section_ids("random-samples") == [t["id"] for t in obj["tasks"]]
+    assert 'class="loss-by-token"' in html
     # bad input: a clear one-line error, exit 2
     with redirect_stdout(io.StringIO()):
         assert main(["analyze", "--data", str(data), "--probs", str(tmp_path / "nope.npz")]) == 2

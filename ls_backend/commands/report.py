@@ -43,6 +43,24 @@ def span_vectors_tfidf(texts: list[str], *, seed: int = 0) -> Any:
     return TruncatedSVD(k, random_state=seed).fit_transform(X).astype(np.float32)
 
 
+#: tasks drawn in the "random samples" section of the report
+RANDOM_SAMPLES = 20
+
+
+def report_samples(corpus: Any, metrics: dict[str, Any], *, seed: int) -> dict[str, Any]:
+    """Task rows (0-based) of the report's sample sections: the highest mean token loss (from
+    ``metrics["samples_by_loss"]``, in that order) and a seeded random sample."""
+    import numpy as np
+
+    id_to_row = {int(x): i for i, x in enumerate(corpus.ids.tolist())}
+    by_loss = [id_to_row[int(s["id"])] for s in metrics.get("samples_by_loss") or []
+               if int(s["id"]) in id_to_row]
+    n = corpus.n_tasks
+    rnd = np.random.default_rng(seed).choice(n, size=min(RANDOM_SAMPLES, n), replace=False) \
+        if n else np.zeros(0, dtype=np.int64)
+    return {"by_loss": by_loss, "random": sorted(int(i) for i in rnd), "seed": seed}
+
+
 def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                  ls_url: str | None = None, title: str | None = None, seed: int = 0) -> Path:
     from analysis.review.report import span_map, write_csv, write_report
@@ -63,11 +81,13 @@ def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                         texts=list(corpus.gold_text), seed=seed)
     url = ls_url or inp.url
     d = res.to_dict()
-    # the flagged-task table shows each flagged task's text with its gold and model spans
+    # the flagged tasks and the samples are drawn with their gold and model spans
     flagged = {int(t) for a in d["alerts"] for t in a["task_ids"]}
     rows = [t["index"] for t in d["tasks"]
             if (t["id"] if t["id"] is not None else t["index"]) in flagged]
-    spans = task_spans(corpus, res.comparison, rows)
+    d["samples"] = report_samples(corpus, d["metrics"], seed=seed)
+    spans = task_spans(corpus, res.comparison,
+                       rows + d["samples"]["by_loss"] + d["samples"]["random"])
     for t in d["tasks"]:
         t["text"] = corpus.texts[t["index"]]
         if t["index"] in spans:

@@ -438,6 +438,51 @@ def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | No
         + more, "flagged-tasks")
 
 
+def _samples(result: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> str:
+    """Samples by loss, a seeded random sample and the tokens with the highest loss, each task
+    drawn with its annotation and model lines (as ExplaiNER's sample views)."""
+    samples = result.get("samples") or {}
+    tasks = {int(t["index"]): t for t in result.get("tasks", []) if t.get("index") is not None}
+    loss = (result.get("metrics", {}) or {}).get("loss", {}) or {}
+    by_loss = {int(x["id"]): x["loss"]
+               for x in (result.get("metrics", {}) or {}).get("samples_by_loss") or []}
+
+    def rows(idx: list[int], with_loss: bool) -> str:
+        trs = []
+        for i in idx:
+            t = tasks.get(int(i))
+            if t is None:
+                continue
+            tid = int(t["id"]) if t.get("id") is not None else int(t["index"])
+            cells = [f'<td>{_task_link(tid, ls_url, project_id)}</td>']
+            if with_loss:
+                cells.append(f"<td>{esc(fmt(by_loss.get(tid)))}</td>")
+            dep = t.get("dep")
+            cells.append(f"<td>{'' if dep is None else f'{dep:.3f}'}</td>")
+            cells.append(_spans_cell(str(t.get("text", "")), t["gold"], t.get("pred", []))
+                         if t.get("gold") is not None else _text_cell(str(t.get("text", ""))))
+            trs.append("<tr>" + "".join(cells) + "</tr>")
+        return "".join(trs)
+
+    out = []
+    if samples.get("by_loss"):
+        out.append(_section("Samples by loss (highest mean token loss)", (
+            '<table class="samples-by-loss"><thead><tr><th>task</th><th>loss</th><th>DEP</th>'
+            f'<th>text</th></tr></thead><tbody>{rows(samples["by_loss"], True)}</tbody></table>'),
+            "samples-by-loss"))
+    if loss.get("by_token"):
+        out.append(_section("Loss by token (highest mean, seen 3+ times)", _table(
+            ("token", "count", "mean loss", "median loss"),
+            [(x["token"], x["count"], x["mean"], x["median"]) for x in loss["by_token"]],
+            "loss-by-token"), "loss-by-token"))
+    if samples.get("random"):
+        out.append(_section(f"Random samples (seed {samples.get('seed', 0)})", (
+            '<table class="random-samples"><thead><tr><th>task</th><th>DEP</th><th>text</th>'
+            f'</tr></thead><tbody>{rows(samples["random"], False)}</tbody></table>'),
+            "random-samples"))
+    return "".join(out)
+
+
 def render_report(
     result: Mapping[str, Any],
     *,
@@ -453,7 +498,8 @@ def render_report(
     parts = _summary(m, alerts, ls_url, project_id)
     if m.get("agreement") and m["agreement"].get("tasks"):
         parts.append(_agreement(m["agreement"]))
-    parts += [_charts(m, spanmap), _flagged(result, ls_url, project_id, max_rows)]
+    parts += [_charts(m, spanmap), _flagged(result, ls_url, project_id, max_rows),
+              _samples(result, ls_url, project_id)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
