@@ -96,9 +96,13 @@ def test_crossfit_on_ray_equals_local_bit_for_bit(local_ray: Any, tmp_path: Path
         ea, eb = local.embeddings[i], on_ray.embeddings[i]  # type: ignore[index]
         assert ea is not None and eb is not None and ea.shape == (len(RAW[i][1]), 384)
         assert np.array_equal(ea, eb)
-    # a fold that fails on Ray is named, with its cause, as a one-line error
-    with pytest.raises(ValueError, match=r"fold \d/2 failed on Ray: ValueError: .*epochs"):
+    # bad arguments fail before any fold starts; a fold that fails on Ray (its backbone is
+    # not there) is named, with its cause, as a one-line error
+    with pytest.raises(ValueError, match=r"^epochs must be >= 1"):
         crossfit_outputs(ds, folds=2, seed=3, epochs=0, engine="ray", ray_options=RAY, **FAST)
+    with pytest.raises(OSError, match=r"fold \d/2 failed on Ray: FileNotFoundError: .*no-such"):
+        crossfit_outputs(ds, folds=2, seed=3, epochs=1, engine="ray", ray_options=RAY,
+                         model=str(tmp_path / "no-such-backbone"), **FAST)
 
 
 def test_predict_on_ray_matches_the_local_model(local_ray: Any, model_dir: Path) -> None:

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -46,6 +46,32 @@ def _fold_task(dataset: Any, fold: int, held: np.ndarray, train_idx: list[int], 
 
     torch.set_num_threads(threads)
     return run_fold(dataset, fold, held, train_idx, base, **common)
+
+
+def _cancel(ray: Any, refs: list[Any]) -> None:
+    """Cancel the folds still running and collect their results, so Ray does not report their
+    errors later as unhandled."""
+    for ref in refs:
+        ray.cancel(ref, force=True)
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=30)
+        except Exception:  # noqa: BLE001 - cancelled or failed: the first error is the one raised
+            pass
+
+
+def _raise_fold_error(ray: Any, exc: BaseException, k: int, n: int) -> NoReturn:
+    """One line naming the fold: its own exception (a ``ValueError`` or ``OSError`` stays one),
+    or a worker lost after :data:`FOLD_RETRIES` retries."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None) or exc
+        # the user's errors keep their kind (the CLI prints them as one line, exit 2)
+        kind: type[Exception] = (ValueError if isinstance(cause, ValueError) else
+                                 OSError if isinstance(cause, OSError) else RuntimeError)
+        raise kind(f"cross-fit fold {k + 1}/{n} failed on Ray: {type(cause).__name__}: "
+                   f"{cause}") from None
+    raise RuntimeError(f"cross-fit fold {k + 1}/{n}: its Ray worker was lost "
+                       f"{FOLD_RETRIES + 1} times: {exc}") from None
 
 
 def run_folds_on_ray(dataset: Any, plan: Sequence[tuple[int, np.ndarray, list[int]]],
@@ -92,14 +118,10 @@ def run_folds_on_ray(dataset: Any, plan: Sequence[tuple[int, np.ndarray, list[in
                 k = refs[ref]
                 try:
                     outs.append(ray.get(ref))
-                except ray.exceptions.RayTaskError as exc:
-                    cause = getattr(exc, "cause", None) or exc
-                    kind = ValueError if isinstance(cause, ValueError) else RuntimeError
-                    raise kind(f"cross-fit fold {k + 1}/{len(plan)} failed on Ray: "
-                               f"{type(cause).__name__}: {cause}") from None
-                except ray.exceptions.RayError as exc:  # worker lost after the retries
-                    raise RuntimeError(f"cross-fit fold {k + 1}/{len(plan)}: its Ray worker "
-                                       f"was lost {FOLD_RETRIES + 1} times: {exc}") from None
+                except ray.exceptions.RayError as exc:
+                    _cancel(ray, pending)  # one failed fold fails the cross-fit: stop the rest
+                    _raise_fold_error(ray, exc, k, len(plan))
+
                 elapsed = time.time() - t0
                 left = elapsed / len(outs) * (len(plan) - len(outs))
                 msg = (f"cross-fit: fold {k + 1} done ({len(outs)}/{len(plan)}), "

@@ -26,6 +26,7 @@ import numpy as np
 
 from .loading import NerModel
 from .train import annotated_indices, train
+from .train_plan import check_args
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,9 @@ def crossfit_outputs(
     if spans is not None and len(spans) != len(dataset.tasks):
         raise ValueError(f"spans has {len(spans)} entries for {len(dataset.tasks)} tasks")
     train_kwargs.setdefault("record_dynamics", False)
+    # bad training arguments fail here, before any fold starts (here or on Ray)
+    check_args(train_kwargs.get("epochs", 3), train_kwargs.get("batch_size", 16),
+               train_kwargs.get("lr", 3e-4), train_kwargs.get("max_steps"))
     parts = fold_assignment(pool, folds, seed)
     plan = [(k, held, [i for i in pool if i not in set(held.tolist())])
             for k, held in enumerate(parts)]
