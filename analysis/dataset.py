@@ -179,6 +179,11 @@ class LazyTasks(Sequence[Task]):
     def __iter__(self) -> Iterator[Task]:
         return (self._get(k) for k in range(self._n))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled (e.g. sent to a Ray worker) as the plain list of its tasks: the factory is a
+        # closure over the reader's columns and cannot travel
+        return (list, (list(self),))
+
 
 @dataclass
 class Dataset:
@@ -207,6 +212,13 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the cached corpus is rebuilt on the other side (a Ray worker) when it is needed;
+        # its data issues were already reported here
+        state = {k: v for k, v in self.__dict__.items() if k != "_corpus"}
+        state["_issues_reported"] = True
+        return state
 
     @property
     def corpus(self) -> Corpus:

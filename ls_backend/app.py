@@ -273,6 +273,10 @@ def _ops_routes(app: Flask, backend: Backend) -> None:
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> Flask:
     """Build the Flask app; ``settings`` default to :meth:`Settings.from_env`."""
     settings = settings or (backend.settings if backend else Settings.from_env())
+    if settings.train_engine == "ray":
+        from ls_backend.engine.cluster import import_ray
+
+        import_ray()  # TRAIN_ENGINE=ray without Ray fails at start, not after a training
     backend = backend or Backend(settings)
     app = Flask("ner_quality_backend")
     app.config["JSON_SORT_KEYS"] = False

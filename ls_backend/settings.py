@@ -57,6 +57,12 @@ ENV_DOC: dict[str, tuple[str, str]] = {
                     "(K more trainings on (K-1)/K of the tasks each; the full model serves "
                     "meanwhile). 0 = off: DEP from the model trained on the tasks (in-sample, "
                     "marked so in the task meta)."),
+    "TRAIN_ENGINE": ("local", "Where the cross-fit folds of TRAIN_FOLDS train: local (one after "
+                     "another in the backend process) or ray (one Ray task per fold, in parallel, "
+                     "a GPU each when the cluster has GPUs; needs pip install "
+                     "'ner-quality[ray]')."),
+    "RAY_ADDRESS": ("(unset)", "With TRAIN_ENGINE=ray: the Ray cluster (host:port or "
+                    "ray://host:10001); unset starts a local Ray for each cross-fit."),
     "QUEUE_SIZE": ("10000", "Maximum pending live/re-score jobs in the persistent job queue "
                    "(MODEL_DIR/queue.sqlite3); further webhooks answer 503."),
     "WRITE_QUEUE_SIZE": ("200000", "Maximum pending score writes (after a training, side "
@@ -124,6 +130,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name}: {raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower() or default
+    if raw not in allowed:
+        raise ValueError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "")
     if raw == "":
@@ -158,6 +171,8 @@ class Settings:
     train_lr: float = 3e-4
     train_min_annotated: int = 1
     train_folds: int = 3
+    train_engine: str = "local"
+    ray_address: str | None = None
     queue_size: int = 10000
     write_queue_size: int = 200_000
     queue_max_attempts: int = 8
@@ -215,6 +230,8 @@ class Settings:
             train_lr=_float(env, "TRAIN_LR", 3e-4),
             train_min_annotated=_int(env, "TRAIN_MIN_ANNOTATED", 1, minimum=1),
             train_folds=_train_folds(env),
+            train_engine=_choice(env, "TRAIN_ENGINE", "local", ("local", "ray")),
+            ray_address=(env.get("RAY_ADDRESS") or "").strip() or None,
             queue_size=_int(env, "QUEUE_SIZE", 10000, minimum=1),
             write_queue_size=_int(env, "WRITE_QUEUE_SIZE", 200_000, minimum=1),
             queue_max_attempts=_int(env, "QUEUE_MAX_ATTEMPTS", 8, minimum=1),

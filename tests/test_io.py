@@ -461,3 +461,20 @@ def test_convert_cli_roundtrip(tmp_path: Path) -> None:
     )
     assert r4.returncode == 0, r4.stderr
     assert "2 repairs" in r4.stderr
+
+
+def test_a_lazily_read_dataset_pickles_as_plain_tasks() -> None:
+    """Datasets travel to Ray workers by pickle: the lazy task list (a closure over the
+    reader's columns) goes as its tasks, the cached corpus is rebuilt on the other side."""
+    import pickle
+
+    from analysis.dataset import LazyTasks
+
+    ds = io.parse_conll("EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\ncall\tO\n\nPeter\tB-PER\n"
+                       "Blackburn\tI-PER\n")
+    assert isinstance(ds.tasks, LazyTasks) and ds.corpus.n_tasks == 2  # cached now
+    back = pickle.loads(pickle.dumps(ds))
+    assert isinstance(back.tasks, list) and len(back.tasks) == 2
+    assert [(t.text, t.gold) for t in back.tasks] == [(t.text, t.gold) for t in ds.tasks]
+    assert back.labels == ds.labels and "_corpus" not in back.__dict__
+    assert back.corpus.gold.chars.start.tolist() == ds.corpus.gold.chars.start.tolist()

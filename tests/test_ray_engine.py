@@ -268,3 +268,39 @@ def test_bulk_predict_on_ray_writes_once_and_resumes(local_ray: Any, model_dir: 
     for reg in pred["result"]:
         v = reg["value"]
         assert task["data"]["text"][v["start"]:v["end"]] == v["text"]
+
+
+# ------------------------------------------------- the backend's cross-fit on Ray (TRAIN_ENGINE)
+
+
+def test_backend_cross_fits_on_ray(local_ray: Any, tmp_path: Path) -> None:
+    """``TRAIN_ENGINE=ray``: after "Start training" the backend trains its fold models as Ray
+    tasks (this module's Ray, reused) and every annotated task gets its out-of-sample DEP."""
+    from test_backend_app import CONLL_XML, SENTS, annotated_task, make_app, setup_project
+
+    app = make_app(tmp_path, TRAIN_EPOCHS="2", TRAIN_BATCH_SIZE="2", TRAIN_LR="5e-4",
+                   TRAIN_MAX_STEPS="8", TRAIN_EVERY_N_ANNOTATIONS="0", TRAIN_FOLDS="2",
+                   TRAIN_ENGINE="ray")
+    c = app.test_client()
+    setup_project(c)
+    tasks = [annotated_task(i + 1, t, e) for i, (t, e) in enumerate(SENTS)]
+    r = c.post("/train", json={"project": "3.1712345678", "label_config": CONLL_XML,
+                               "annotations": tasks})
+    assert r.status_code == 201
+    backend = app.extensions["nerq_backend"]
+    assert backend.wait_training("3", 600)
+    assert backend.drain(120)
+    st = c.get("/status?project=3").json["projects"]["3"]
+    cf = st["train"]["crossfit"]
+    assert cf["status"] == "done" and cf["folds"] == 2 and cf["tasks"] == len(SENTS), cf
+    metas = [c.get(f"/score?project=3&task={t['id']}").json["meta"]["ner_quality"]
+             for t in tasks]
+    assert {m["dep_source"] for m in metas} == {"cross-fit"}
+    assert all(0.0 <= m["dep"] <= 1.0 for m in metas)
+
+
+def test_backend_refuses_train_engine_ray_with_a_bad_value(tmp_path: Path) -> None:
+    from ls_backend.settings import Settings
+
+    with pytest.raises(ValueError, match="TRAIN_ENGINE: 'spark' is not one of local, ray"):
+        Settings.from_env({"MODEL_DIR": str(tmp_path), "TRAIN_ENGINE": "spark"})

@@ -287,13 +287,17 @@ class Trainer:
         t0 = time.time()
         b.store.update(pid, lambda s: s.train.update(
             crossfit={"status": "running", "folds": folds, "started_at": t0}))
-        logger.info("project %s: cross-fitting %d folds for out-of-sample DEP of %s", pid,
-                    folds, version)
+        logger.info("project %s: cross-fitting %d folds for out-of-sample DEP of %s (engine "
+                    "%s)", pid, folds, version, settings.train_engine)
+        from ls_backend.engine import EngineOptions
+
+        engine = EngineOptions(engine="ray" if settings.train_engine == "ray" else "local",
+                               address=settings.ray_address)
         oof = runtime_crossfit(
             prepared.dataset, folds=folds, seed=0, model=settings.model_name,
             epochs=settings.train_epochs, batch_size=settings.train_batch_size,
             lr=settings.train_lr, device=settings.device, max_steps=settings.train_max_steps,
-            progress=False)
+            progress=False, engine=engine.engine, ray_options=engine)
         scores = scoring.score_tasks(prepared, preds, model=model, version=version, index=index,
                                      similar_k=settings.similar_k, thresholds="fit",
                                      dep_probs=oof, dep_source=lsf.DEP_CROSSFIT,
