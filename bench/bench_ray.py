@@ -57,6 +57,15 @@ def _threads(n: int) -> Any:
     return before
 
 
+def with_ratios(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with the two ratios of the closing note: 2 vs 1 Ray workers, Ray 1 vs local."""
+    sec = {k: v["seconds"] for k, v in out.items() if isinstance(v, dict) and "seconds" in v}
+    out["speedup_2_vs_1_workers"] = round(sec["ray_1worker"] / sec["ray_2worker"], 2)
+    out["ray_overhead_1worker_vs_local_1thread"] = round(
+        sec["ray_1worker"] / sec["local_1thread"], 3)
+    return out
+
+
 def bench_crossfit(ds: Any, a: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -89,11 +98,7 @@ def bench_crossfit(ds: Any, a: argparse.Namespace) -> dict[str, Any]:
                      "fold_seconds": [round(s, 1) for s in res.seconds],
                      "identical_to_local_1thread": same}
         log(f"cross-fit {name}: {out[name]['seconds']} s, identical={same}")
-    out["speedup_2_vs_1_workers"] = round(out["ray_1worker"]["seconds"]
-                                          / out["ray_2worker"]["seconds"], 2)
-    out["ray_overhead_1worker_vs_local_1thread"] = round(
-        out["ray_1worker"]["seconds"] / out["local_1thread"]["seconds"], 3)
-    return out
+    return with_ratios(out)
 
 
 def bench_predict(model_dir: str, data: Path, n: int) -> dict[str, Any]:
@@ -119,11 +124,7 @@ def bench_predict(model_dir: str, data: Path, n: int) -> dict[str, Any]:
             raise RuntimeError(f"{name}: {r.stderr[-2000:]}")
         out[name] = {"seconds": round(dt, 2), "tasks_per_s": round(n / dt, 1)}
         log(f"predict {name}: {out[name]}")
-    out["speedup_2_vs_1_workers"] = round(out["ray_1worker"]["seconds"]
-                                          / out["ray_2worker"]["seconds"], 2)
-    out["ray_overhead_1worker_vs_local_1thread"] = round(
-        out["ray_1worker"]["seconds"] / out["local_1thread"]["seconds"], 3)
-    return out
+    return with_ratios(out)
 
 
 def bench_bulk(model_dir: str, tasks: list[dict[str, Any]], work: Path) -> dict[str, Any]:

@@ -330,6 +330,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                    TRAIN_MAX_STEPS="32", TRAIN_EVERY_N_ANNOTATIONS="0", SIMILAR_K="3")
     c = app.test_client()
     v0 = setup_project(c)
+    tasks = train_project(app)
+    return {"app": app, "client": c, "backend": app.extensions["nerq_backend"], "v0": v0,
+            "tasks": tasks, "dir": tmp}
+
+
+def train_project(app: Any) -> list[dict[str, Any]]:
+    """Train project 3 on the annotated :data:`SENTS` through ``/train`` and wait until the
+    training, its cross-fit and the writes are done; returns the tasks."""
+    c = app.test_client()
     tasks = [annotated_task(i + 1, t, e) for i, (t, e) in enumerate(SENTS)]
     r = c.post("/train", json={"project": "3.1712345678", "label_config": CONLL_XML,
                                "annotations": tasks})
@@ -337,8 +346,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     backend = app.extensions["nerq_backend"]
     assert backend.wait_training("3", 600)
     backend.drain(60)
-    return {"app": app, "client": c, "backend": backend, "v0": v0, "tasks": tasks,
-            "dir": tmp}
+    return tasks
 
 
 @pytest.mark.model

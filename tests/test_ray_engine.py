@@ -24,8 +24,7 @@ import pytest
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
-from analysis.dataset import Dataset, Task  # noqa: E402
-from analysis.spans import Span, from_tokens  # noqa: E402
+from analysis.dataset import Dataset  # noqa: E402
 from ls_backend.cli import main  # noqa: E402
 from ls_backend.engine import EngineOptions  # noqa: E402
 from ls_backend.runtime import NerModel, crossfit_outputs, train  # noqa: E402
@@ -33,28 +32,17 @@ from ls_backend.runtime.embed import gold_spans_per_task  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-LABELS = ("PER", "LOC")
-RAW = [
-    ("Obama met Biden in Paris .", [(0, 1, "PER"), (2, 3, "PER"), (4, 5, "LOC")]),
-    ("Obama Biden spoke .", [(0, 1, "PER"), (1, 2, "PER")]),
-    ("Merkel visited New York yesterday .", [(0, 1, "PER"), (2, 4, "LOC")]),
-    ("Berlin and Rome are cities .", [(0, 1, "LOC"), (2, 3, "LOC")]),
-    ("Nothing to see here .", []),
-    ("Macron flew to Madrid .", [(0, 1, "PER"), (3, 4, "LOC")]),
-]
-FAST = {"batch_size": 2, "lr": 1e-3, "max_length": 32, "progress": False, "device": "cpu"}
+from test_train import FAST, LABELS  # noqa: E402
+from test_train import RAW as TRAIN_RAW  # noqa: E402
+from test_train import make_dataset as train_dataset  # noqa: E402
+
+RAW = [*TRAIN_RAW, ("Macron flew to Madrid .", [(0, 1, "PER"), (3, 4, "LOC")])]
 RAY = EngineOptions(engine="ray")
 
 
 def make_dataset() -> Dataset:
-    tasks = []
-    for i, (sent, gold) in enumerate(RAW):
-        tt = from_tokens(sent.split())
-        spans = tuple(Span(int(tt.starts[a]), int(tt.ends[b - 1]), lab) for a, b, lab in gold)
-        tasks.append(Task(i, None, tt.text, tt, spans))
-    tt = from_tokens("An unlabelled line about Rome .".split())
-    tasks.append(Task(len(tasks), None, tt.text, tt, None))
-    return Dataset(tasks, LABELS)
+    """test_train's sentences and one more, then one unannotated task."""
+    return train_dataset(RAW, unannotated=1)
 
 
 @pytest.fixture(scope="module")
@@ -276,20 +264,15 @@ def test_bulk_predict_on_ray_writes_once_and_resumes(local_ray: Any, model_dir: 
 def test_backend_cross_fits_on_ray(local_ray: Any, tmp_path: Path) -> None:
     """``TRAIN_ENGINE=ray``: after "Start training" the backend trains its fold models as Ray
     tasks (this module's Ray, reused) and every annotated task gets its out-of-sample DEP."""
-    from test_backend_app import CONLL_XML, SENTS, annotated_task, make_app, setup_project
+    from test_backend_app import SENTS, make_app, setup_project, train_project
 
     app = make_app(tmp_path, TRAIN_EPOCHS="2", TRAIN_BATCH_SIZE="2", TRAIN_LR="5e-4",
                    TRAIN_MAX_STEPS="8", TRAIN_EVERY_N_ANNOTATIONS="0", TRAIN_FOLDS="2",
                    TRAIN_ENGINE="ray")
     c = app.test_client()
     setup_project(c)
-    tasks = [annotated_task(i + 1, t, e) for i, (t, e) in enumerate(SENTS)]
-    r = c.post("/train", json={"project": "3.1712345678", "label_config": CONLL_XML,
-                               "annotations": tasks})
-    assert r.status_code == 201
-    backend = app.extensions["nerq_backend"]
-    assert backend.wait_training("3", 600)
-    assert backend.drain(120)
+    tasks = train_project(app)
+    assert app.extensions["nerq_backend"].drain(120)
     st = c.get("/status?project=3").json["projects"]["3"]
     cf = st["train"]["crossfit"]
     assert cf["status"] == "done" and cf["folds"] == 2 and cf["tasks"] == len(SENTS), cf

@@ -35,31 +35,11 @@ from analysis.review.report.charts import (
     scatter_chart,
     stacked_bar_chart,
 )
+from analysis.review.report.tasks import KIND_LEGEND, KIND_WORDS, task_cell, task_link
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["KIND_WORDS", "render_report", "write_report", "write_csv", "flagged_rows"]
-
-#: the error kinds of :mod:`analysis.errors` in a data lead's words: the kinds are named from
-#: the model's side (``missed``: a gold span the model does not predict), the report speaks
-#: of the annotation, which is what a reviewer fixes
-KIND_WORDS = {
-    "correct": "correct",
-    "wrong_tag": "wrong type",
-    "span_shift": "boundary",
-    "missed": "extra entity",
-    "ghost": "entity missing",
-}
-KIND_LEGEND = (
-    "Error kinds, from the annotation's side: <b>wrong type</b> — same span, another type; "
-    "<b>boundary</b> — the model's span overlaps the annotated one with other offsets; "
-    "<b>extra entity</b> — the annotation has an entity the model does not find (a possible "
-    "false annotation); <b>entity missing</b> — the model finds an entity the annotation lacks "
-    "(a possibly overlooked one).  The CSV keeps the library's names (wrong_tag, span_shift, "
-    "missed, ghost)."
-)
-#: characters of a task's text shown in the table (the full text is in the cell's tooltip)
-TEXT_CHARS = 160
 
 
 def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -90,13 +70,6 @@ def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     rows.sort(key=lambda r: (-(r["dep"] if r["dep"] is not None else -1.0), r["id"]))
     return rows
-
-
-def _task_link(tid: int, ls_url: str | None, project_id: int | None) -> str:
-    if ls_url and project_id is not None:
-        url = f"{ls_url.rstrip('/')}/projects/{int(project_id)}/data?task={int(tid)}"
-        return f'<a href="{esc(url)}" target="_blank" rel="noopener">{tid}</a>'
-    return str(tid)
 
 
 def write_csv(
@@ -242,7 +215,7 @@ def _alert(a: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> 
         out.append("<details><summary>more figures</summary><pre>"
                    f"{esc(json.dumps(rest, indent=1)[:4000])}</pre></details>")
     if ids:
-        shown = ", ".join(_task_link(t, ls_url, project_id) for t in ids[:ALERT_TASKS_SHOWN])
+        shown = ", ".join(task_link(t, ls_url, project_id) for t in ids[:ALERT_TASKS_SHOWN])
         more = f" and {len(ids) - ALERT_TASKS_SHOWN} more" if len(ids) > ALERT_TASKS_SHOWN else ""
         out.append(f'<div class="alert-tasks">tasks: {shown}{more}</div>')
     return "".join(out) + "</div>"
@@ -348,68 +321,6 @@ def _charts(m: Mapping[str, Any], spanmap: Mapping[str, Any] | None) -> str:
     return '<div class="grid">' + "".join(out) + "</div>"
 
 
-def _text_cell(text: str) -> str:
-    """The text cell: the first :data:`TEXT_CHARS` characters, an ellipsis when cut, the whole
-    text (up to 2,000 characters) as the tooltip."""
-    if len(text) <= TEXT_CHARS:
-        return f"<td>{esc(text)}</td>"
-    return (f'<td title="{esc(text[:2000])}">{esc(text[:TEXT_CHARS].rstrip())}'
-            '<span class="cut">…</span></td>')
-
-
-#: characters of a text drawn with its spans (longer texts are cut with an ellipsis)
-SPAN_TEXT_CHARS = 600
-
-
-def _marked(text: str, spans: list[list[Any]], who: str) -> str:
-    """``text`` (cut at :data:`SPAN_TEXT_CHARS`) with ``spans`` ``[start, end, label, kind,
-    ...]`` as ``<mark>`` elements carrying their offsets, label and kind."""
-    cut = len(text) > SPAN_TEXT_CHARS
-    shown = text[:SPAN_TEXT_CHARS]
-    out, pos = [], 0
-    for sp in sorted(spans, key=lambda x: x[0]):
-        s, e, lab, kind = int(sp[0]), int(sp[1]), str(sp[2]), sp[3]
-        if s >= len(shown):
-            break
-        e_shown = min(e, len(shown))
-        words = KIND_WORDS.get(kind, "") if kind else ""
-        tip = f"{who}: {lab} [{s}, {e})" + (f" — {words}" if words and kind != "correct" else "")
-        out.append(esc(shown[pos:s]))
-        out.append(f'<mark class="sp k-{esc(kind or "none")}" data-start="{s}" data-end="{e}" '
-                   f'data-label="{esc(lab)}" title="{esc(tip)}">{esc(shown[s:e_shown])}'
-                   f'<sub>{esc(lab)}</sub></mark>')
-        pos = e_shown
-    out.append(esc(shown[pos:]))
-    return "".join(out) + ('<span class="cut">…</span>' if cut else "")
-
-
-def _fixes(text: str, gold: list[list[Any]], pred: list[list[Any]]) -> list[str]:
-    """What the model suggests, in the annotation's words, one line per disagreement."""
-    out = []
-    for s, e, lab, kind, prop in gold:
-        if kind == "wrong_tag" and prop:
-            out.append(f"wrong type: “{text[s:e]}” {lab} → {prop[2]}")
-        elif kind == "span_shift" and prop:
-            out.append(f"boundary: “{text[s:e]}” → “{text[prop[0]:prop[1]]}” ({prop[2]})")
-        elif kind == "missed":
-            out.append(f"extra entity? “{text[s:e]}” ({lab}): the model finds none")
-    for s, e, lab, kind in pred:
-        if kind == "ghost":
-            out.append(f"entity missing: “{text[s:e]}” ({lab})")
-    return out
-
-
-def _spans_cell(text: str, gold: list[list[Any]], pred: list[list[Any]]) -> str:
-    """The task as a person reads it: the annotation and the model, one line each, and the
-    suggested fixes."""
-    fixes = _fixes(text, gold, pred)
-    return (f'<td class="spans"><div class="line ann"><span class="who">annotation</span> '
-            f'{_marked(text, gold, "annotated")}</div><div class="line mod"><span class="who">'
-            f'model</span> {_marked(text, pred, "model")}</div>'
-            + ('<ul class="fixes">' + "".join(f"<li>{esc(f)}</li>" for f in fixes) + "</ul>"
-               if fixes else "") + "</td>")
-
-
 def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | None,
              max_rows: int) -> str:
     """The sortable, filterable table of flagged tasks."""
@@ -422,12 +333,11 @@ def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | No
         dep_v = "" if r["dep"] is None else f"{r['dep']:.3f}"
         trs.append(
             "<tr>"
-            f'<td data-v="{r["id"]}">{_task_link(r["id"], ls_url, project_id)}</td>'
+            f'<td data-v="{r["id"]}">{task_link(r["id"], ls_url, project_id)}</td>'
             f'<td data-v="{dep_v}">{dep_v}</td><td>{r["n_errors"]}</td>'
             + "".join(f"<td>{int(r['errors'].get(k, 0))}</td>" for k in kinds)
             + f"<td>{esc(', '.join(r['alerts']))}</td>"
-            + (_spans_cell(r["text"], r["gold"], r["pred"]) if r.get("gold") is not None
-               else _text_cell(r["text"])) + "</tr>")
+            + task_cell(r["text"], r.get("gold"), r.get("pred")) + "</tr>")
     more = (f"<p>showing {max_rows} of {len(rows)}; the CSV has all</p>"
             if len(rows) > max_rows else "")
     return _section(
@@ -454,13 +364,12 @@ def _samples(result: Mapping[str, Any], ls_url: str | None, project_id: int | No
             if t is None:
                 continue
             tid = int(t["id"]) if t.get("id") is not None else int(t["index"])
-            cells = [f'<td>{_task_link(tid, ls_url, project_id)}</td>']
+            cells = [f'<td>{task_link(tid, ls_url, project_id)}</td>']
             if with_loss:
                 cells.append(f"<td>{esc(fmt(by_loss.get(tid)))}</td>")
             dep = t.get("dep")
             cells.append(f"<td>{'' if dep is None else f'{dep:.3f}'}</td>")
-            cells.append(_spans_cell(str(t.get("text", "")), t["gold"], t.get("pred", []))
-                         if t.get("gold") is not None else _text_cell(str(t.get("text", ""))))
+            cells.append(task_cell(str(t.get("text", "")), t.get("gold"), t.get("pred")))
             trs.append("<tr>" + "".join(cells) + "</tr>")
         return "".join(trs)
 
