@@ -1,29 +1,33 @@
-"""The HTML report: self-contained, and it draws in a real headless Chromium.
+"""The HTML console: self-contained, and driven in a real headless Chromium.
 
-Chromium is ``/usr/bin/chromium`` (``apt-get install -y chromium``); the browser tests skip
-cleanly when it is absent.
+The browser tests click Plotly's bars, a confusion cell, an alert, the DEP slider and a lasso
+through Selenium with Debian's ``chromium`` + ``chromium-driver`` (``tests/browser.py``); they
+skip cleanly when those are absent (and fail in CI, where NERQ_REQUIRE_BROWSER is set).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from browser import chromium, console_errors, need_browser, open_report
 
 from analysis.dataset import Dataset, Task
 from analysis.review.analyze import analyze_dataset
-from analysis.review.report import flagged_rows, render_report, span_map, write_csv, write_report
+from analysis.review.report import (
+    flagged_rows,
+    render_report,
+    span_columns,
+    span_map,
+    write_csv,
+    write_report,
+)
 from analysis.spans import Span, tokenize
 from analysis.tags import tag_names
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _dataset() -> tuple[Dataset, list[np.ndarray], tuple[str, ...]]:
@@ -56,34 +60,57 @@ def _dataset() -> tuple[Dataset, list[np.ndarray], tuple[str, ...]]:
     return Dataset(tasks=tasks, labels=labels), probs, tags
 
 
-@pytest.fixture(scope="module")
-def result() -> tuple[dict[str, Any], dict[str, Any]]:
-    ds, probs, tags = _dataset()
+def _build(ds: Dataset, probs: list[np.ndarray], tags: tuple[str, ...]) -> tuple[Any, dict]:
+    """The analysis and the keyword arguments of ``render_report`` that ``build_report`` passes
+    (span columns from the analysis's alignment, a PCA span map, samples, texts)."""
+    from ls_backend.commands.report import report_samples
+
     res = analyze_dataset(ds, probs=probs, tags=tags)
-    corpus = res.corpus
-    gold = corpus.gold.chars
-    labels = [gold.labels[j] for j in gold.label.tolist()]
-    vecs = np.random.default_rng(0).normal(size=(len(labels), 8))
-    smap = span_map(vecs, labels, dep=res.task_dep[gold.task],
-                    task_ids=corpus.ids[gold.task], texts=list(corpus.gold_text))
-    return res.to_dict(), smap
+    c = res.corpus
+    dep = res.metrics.dep
+    sd = dep.span_dep if dep.span_dep is not None else dep.task_dep[c.gold.chars.task]
+    spans = span_columns(c, res.comparison, span_dep=sd, threshold=dep.threshold)
+    vecs = np.random.default_rng(0).normal(size=(len(c.gold.chars), 8))
+    smap = span_map(vecs, dep=sd, method="pca")
+    d = res.to_dict()
+    d["samples"] = report_samples(c, d["metrics"], seed=0)
+    for t in d["tasks"]:
+        i = t["index"]
+        t.update(text=c.texts[i], annotator=c.annotator[i], split=c.split[i])
+    return res, {"result": d, "spans": spans, "spanmap": smap}
 
 
-def test_report_is_self_contained(result: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    d, smap = result
-    html = render_report(d, ls_url="http://ls.example:8080", project_id=7, spanmap=smap)
-    # no external resource of any kind: scripts, styles, images, fonts all inline
-    assert not re.search(r"""(src|href)=["']?(https?:)?//(?!ls\.example)""", html)
-    assert "@import" not in html and "url(" not in html
-    # links into Label Studio for flagged tasks
+@pytest.fixture(scope="module")
+def built() -> tuple[Any, dict]:
+    return _build(*_dataset())
+
+
+def _payload(html: str) -> dict[str, Any]:
+    m = re.search(r'<script type="application/json" id="nerq-data">(.*?)</script>', html, re.DOTALL)
+    assert m, "no data script"
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def test_report_is_self_contained(built: tuple[Any, dict]) -> None:
+    _, kw = built
+    html = render_report(kw["result"], spans=kw["spans"], spanmap=kw["spanmap"],
+                         ls_url="http://ls.example:8080", project_id=7)
+    # nothing loaded from anywhere: no src/href to another host, no @import, no url()
+    page = html.split('<script type="application/json"')[0]
+    assert not re.search(r"""(src|href)=["']?(https?:)?//(?!ls\.example)""", page)
+    assert "<script src=" not in html and "@import" not in html
+    assert "Plotly" in html and "<svg" not in page  # plotly draws; no hand-drawn SVG left
+    # links into Label Studio from the alerts
     assert 'href="http://ls.example:8080/projects/7/data?task=103"' in html
-    for cls in ("f1-by-class", "sample-count", "error-distribution", "top-confusions",
-                "confusion", "dep-histogram", "loss-by-label", "span-map-label", "span-map-dep"):
-        assert f'class="chart {cls}"' in html, cls
+    for sid in ("f1", "count", "errors", "pairs", "confusion", "dep", "words", "loss", "map"):
+        assert f'id="ch-{sid}"' in html, sid
+    data = _payload(html)
+    assert data["tasks"]["key"] == [100 + i for i in range(12)]
+    assert len(data["map"]["x"]) == len(data["spans"]["gold"]["t"])  # every span on the map
 
 
-def test_flagged_rows_and_csv(result: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path) -> None:
-    d, _ = result
+def test_flagged_rows_and_csv(built: tuple[Any, dict], tmp_path: Path) -> None:
+    d = built[1]["result"]
     rows = flagged_rows(d)
     flagged = {t for a in d["alerts"] for t in a["task_ids"]}
     assert {r["id"] for r in rows} == flagged and 103 in flagged
@@ -94,12 +121,76 @@ def test_flagged_rows_and_csv(result: tuple[dict[str, Any], dict[str, Any]], tmp
     assert len(lines) == len(rows) + 1 and "http://h/projects/2/data?task=" in lines[1]
 
 
-def test_span_map_subsamples_and_validates() -> None:
-    vecs = np.random.default_rng(1).normal(size=(50, 5))
-    m = span_map(vecs, ["A"] * 50, max_points=20)
-    assert len(m["x"]) == len(m["y"]) == len(m["label"]) == 20
-    with pytest.raises(ValueError, match="one row per label"):
-        span_map(vecs, ["A"] * 3)
+def test_span_map_keeps_the_high_dep_spans_and_validates() -> None:
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(50, 5))
+    dep = rng.uniform(size=50)
+    m = span_map(vecs, dep=dep, method="pca", max_points=20)
+    assert len(m["x"]) == len(m["y"]) == len(m["g"]) == 20 and m["method"] == "PCA"
+    # the 10 highest-DEP spans are always drawn, whatever the sample
+    assert set(np.argsort(-dep)[:10].tolist()) <= set(m["g"])
+    assert m["g"] == sorted(m["g"])
+    xs = np.asarray(m["x"])
+    assert xs.min() >= m["xr"][0] and xs.max() <= m["xr"][1]  # outliers sit on the border
+    with pytest.raises(ValueError, match="one value per span"):
+        span_map(vecs, dep=dep[:3])
+    with pytest.raises(ValueError, match="map method"):
+        span_map(vecs, method="tsne")  # type: ignore[arg-type]
+
+
+def test_span_map_umap_separates_two_clusters() -> None:
+    """UMAP keeps neighbourhoods: two well-separated groups stay apart in 2-D."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, size=(60, 16))
+    b = rng.normal(8, 1, size=(60, 16))
+    m = span_map(np.vstack([a, b]), method="umap")
+    xy = np.c_[m["x"], m["y"]]
+    assert m["method"] == "UMAP"
+    ca, cb = xy[:60].mean(0), xy[60:].mean(0)
+    spread = max(xy[:60].std(0).max(), xy[60:].std(0).max())
+    assert np.linalg.norm(ca - cb) > 3 * spread
+
+
+def test_span_columns_come_from_the_analysis_alignment(built: tuple[Any, dict]) -> None:
+    """Task 103 (row 3) is annotated "Ines Barrow" LOC where the model says PER: its gold span
+    [0, 11) is a wrong type paired with the model's [0, 11) PER; "Northwind Bank" is correct."""
+    from analysis.errors import KINDS
+
+    res, kw = built
+    sp = kw["spans"]
+    g, p = sp["gold"], sp["pred"]
+    L = sp["labels"]
+    rows = [i for i, t in enumerate(g["t"]) if t == 3]
+    assert [(g["s"][i], g["e"][i], L[g["l"][i]], KINDS[g["k"][i]]) for i in rows] == [
+        (0, 11, "LOC", "wrong_tag"), (19, 33, "ORG", "correct")]
+    prow = [j for j, t in enumerate(p["t"]) if t == 3]
+    assert [(p["s"][j], p["e"][j], L[p["l"][j]], KINDS[p["k"][j]]) for j in prow] == [
+        (0, 11, "PER", "wrong_tag"), (19, 33, "ORG", "correct")]
+    pairs = list(zip(sp["pairs"]["g"], sp["pairs"]["p"]))
+    assert (rows[0], prow[0]) in pairs
+    # one row per validated gold span, the DEP of each
+    assert len(g["t"]) == len(res.corpus.gold.chars)
+    assert g["dep"][rows[0]] == pytest.approx(res.metrics.dep.span_dep[rows[0]], abs=1e-4)
+
+
+def test_capped_console_keeps_flagged_and_reindexes(built: tuple[Any, dict]) -> None:
+    """Above ``max_tasks`` the console keeps the flagged tasks first and re-indexes the span
+    columns, so every span still points at its own task's text."""
+    from analysis.review.report.payload import console_payload
+
+    _, kw = built
+    data = console_payload(kw["result"], spans=kw["spans"], spanmap=kw["spanmap"], max_tasks=5)
+    keys = data["tasks"]["key"]
+    assert data["capped"] and data["n_all"] == 12 and len(keys) == 5
+    assert {103, 107, 111} <= set(keys)
+    texts = data["tasks"]["text"]
+    g = data["spans"]["gold"]
+    full = {t["id"]: t["text"] for t in kw["result"]["tasks"]}
+    for t, s, e in zip(g["t"], g["s"], g["e"]):
+        assert texts[t][s:e] == full[keys[t]][s:e] and texts[t][s:e].strip()
+    p, pairs = data["spans"]["pred"], data["spans"]["pairs"]
+    assert pairs["g"] and all(g["t"][a] == p["t"][b] for a, b in zip(pairs["g"], pairs["p"]))
+    assert sorted(data["map"]["g"]) == list(range(len(g["t"])))  # the kept spans, re-indexed
 
 
 def test_empty_analysis_renders() -> None:
@@ -107,34 +198,228 @@ def test_empty_analysis_renders() -> None:
     assert "no alert fired" in html and "</html>" in html
 
 
-def _need_browser() -> str:
-    if CHROMIUM is None:
-        # CI installs Debian's chromium and sets NERQ_REQUIRE_BROWSER: there a missing browser
-        # is a failure, never a silent skip
-        if os.environ.get("NERQ_REQUIRE_BROWSER"):
-            pytest.fail("chromium is required (NERQ_REQUIRE_BROWSER) but not installed")
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    return CHROMIUM
+# --------------------------------------------------------------------------- in the browser
+
+def _ids_with_label(sp: dict, label: str) -> set[int]:
+    L = sp["labels"]
+    return {t for t, lab in zip(sp["gold"]["t"] + sp["pred"]["t"],
+                                sp["gold"]["l"] + sp["pred"]["l"]) if L[lab] == label}
 
 
-def _dump_dom(page: Path, tmp_path: Path) -> str:
-    """The page's DOM after its script ran in headless Chromium (no console error allowed)."""
-    proc = subprocess.run(
-        [_need_browser(), "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-         "--v=0", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
-    assert console == [], console
-    # the inline script ran to its end
-    assert 'data-report-ready="1"' in proc.stdout
-    return proc.stdout
+@pytest.fixture(scope="module")
+def console(built: tuple[Any, dict], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    need_browser()
+    _, kw = built
+    page = write_report(kw["result"], tmp_path_factory.mktemp("console") / "report.html",
+                        spans=kw["spans"], spanmap=kw["spanmap"], ls_url="http://127.0.0.1:1",
+                        project_id=1)
+    with chromium() as driver:
+        open_report(driver, page)
+        yield driver
+
+
+def _shown(driver: Any) -> list[int]:
+    return [int(k) for k in driver.execute_script("return window.nerq.shownKeys()")]
+
+
+def _click(driver: Any, element: Any) -> None:
+    """A real pointer click (move, press, release) at the element's centre: Plotly hit-tests
+    the pointer position on its drag layer, above the bars."""
+    from selenium.webdriver import ActionChains
+
+    v = driver.execute_script("return window.nerq.version")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    ActionChains(driver).move_to_element(element).pause(0.2).click().perform()
+    _wait_version(driver, v)
+
+
+def _wait_version(driver: Any, v: int) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return window.nerq.version") > v)
+
+
+def _reset(driver: Any) -> None:
+    driver.find_element("id", "reset").click()
+    assert len(_shown(driver)) == 12
+
+
+def test_console_draws_the_analysis_figures(console: Any, built: tuple[Any, dict]) -> None:
+    """Unfiltered, the page's own aggregation of the span columns gives the analysis's P/R/F1
+    per class, its confusion counts and its per-task error counts; no console error."""
+    _res, kw = built
+    d = kw["result"]
+    agg = console.execute_script("return window.nerq.aggregate()")
+    for row in agg["prf"]:
+        ref = d["metrics"]["prf"][row["label"]]
+        assert row["f1"] == pytest.approx(ref["f1-score"], abs=1e-6)
+        assert row["precision"] == pytest.approx(ref["precision"], abs=1e-6)
+        assert row["recall"] == pytest.approx(ref["recall"], abs=1e-6)
+        assert row["support"] == ref["support"]
+    conf = d["metrics"]["confusion"]
+    labels = list(conf["labels"])
+    L = kw["spans"]["labels"] + ["none"]
+    raw = conf["raw"]
+    for i, gl in enumerate(labels):
+        for j, pl in enumerate(labels):
+            assert agg["conf"][L.index(gl)][L.index(pl)] == raw[i][j], (gl, pl)
+    # every chart drew (plotly's bars / heat map / WebGL points), the table lists every task
+    for sid in ("f1", "count", "errors", "pairs", "dep", "words", "loss"):
+        assert console.find_elements("css selector", f"#ch-{sid} .point path"), sid
+    assert console.find_elements("css selector", "#ch-confusion .hm, #ch-confusion image")
+    assert _shown(console) == sorted((t["id"] for t in d["tasks"]),
+                                     key=lambda k: (-(d["tasks"][k - 100]["dep"] or 0), k))
+    assert console_errors(console) == []
+
+
+def test_clicking_a_class_bar_filters_to_its_tasks(console: Any, built: tuple[Any, dict]) -> None:
+    _, kw = built
+    sp = kw["spans"]
+    bars = console.find_elements("css selector", "#ch-f1 .point path")
+    labels = list(reversed(sp["labels"]))  # horizontal bars, first class on top
+    _click(console, bars[labels.index("ORG")])
+    want = {100 + r for r in _ids_with_label(sp, "ORG")}
+    assert set(_shown(console)) == want and len(want) == 6
+    assert "class ORG" in console.find_element("id", "chips").text
+    # the other charts follow: spans of ORG only in the class counts of the filtered tasks
+    agg = console.execute_script("return window.nerq.last")
+    assert agg["spans"][sp["labels"].index("LOC")] < 9
+    _reset(console)
+
+
+def test_clicking_a_confusion_cell_filters_to_that_confusion(console: Any) -> None:
+    """The cell annotated LOC → predicted PER holds the three copies of the planted task."""
+    from selenium.webdriver import ActionChains
+
+    el = console.find_element("id", "ch-confusion")
+    console.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    drag = el.find_element("css selector", ".nsewdrag")
+    box = drag.rect
+    L = console.execute_script(
+        "return JSON.parse(document.getElementById('nerq-data').textContent).spans.labels")
+    cats = L + ["none"]
+    n = len(cats)
+    gi, pj = cats.index("LOC"), cats.index("PER")
+    x = box["width"] * (pj + 0.5) / n - box["width"] / 2
+    y = box["height"] * (gi + 0.5) / n - box["height"] / 2
+    v = console.execute_script("return window.nerq.version")
+    ActionChains(console).move_to_element_with_offset(drag, int(x), int(y)).pause(0.2) \
+        .click().perform()
+    _wait_version(console, v)
+    assert sorted(_shown(console)) == [103, 107, 111]
+    assert "LOC → PER" in console.find_element("id", "chips").text
+    _reset(console)
+
+
+def test_clicking_an_alert_filters_to_its_tasks(console: Any, built: tuple[Any, dict]) -> None:
+    d = built[1]["result"]
+    i = next(k for k, a in enumerate(d["alerts"]) if a["name"] == "likely mislabeled")
+    el = console.find_element("css selector", f'[data-alert="{i}"] button.filter-alert')
+    v = console.execute_script("return window.nerq.version")
+    console.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    el.click()
+    _wait_version(console, v)
+    assert sorted(_shown(console)) == sorted(d["alerts"][i]["task_ids"]) == [103, 107, 111]
+    # the filtered set exports as CSV, one line per shown task
+    csv_text = console.execute_script("return window.nerq.csv()")
+    assert [int(line.split(",")[0]) for line in csv_text.splitlines()[1:]] == _shown(console)
+    assert "--view-tasks" in console.find_element("id", "push-cmd").text
+    _reset(console)
+
+
+def test_the_dep_slider_narrows_the_table(console: Any, built: tuple[Any, dict]) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    d = built[1]["result"]
+    slider = console.find_element("id", "dep-min")
+    console.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
+    v = console.execute_script("return window.nerq.version")
+    slider.send_keys(Keys.ARROW_RIGHT)  # 0.00 -> 0.01: a real input event
+    _wait_version(console, v)
+    want = {t["id"] for t in d["tasks"] if t["dep"] is not None and t["dep"] >= 0.01}
+    assert set(_shown(console)) == want and 0 < len(want) < 12
+    assert "DEP 0.01–1.00" in console.find_element("id", "chips").text
+    _reset(console)
+
+
+def test_highlighted_spans_match_the_offsets_of_a_known_task(console: Any) -> None:
+    """Task 103: the annotation line marks [0, 11) LOC (wrong type) and [19, 33) ORG, the model
+    line [0, 11) PER and [19, 33) ORG; the fix reads LOC → PER."""
+    row = console.find_element("css selector", '#tasks-body tr[data-key="103"]')
+
+    def marks(line: str) -> list[tuple[str, str, str, str]]:
+        return [(m.get_attribute("class").split()[-1], m.get_attribute("data-start"),
+                 m.get_attribute("data-end"), m.get_attribute("data-label"))
+                for m in row.find_elements("css selector", f".line.{line} mark")]
+
+    assert marks("ann") == [("k-wrong_tag", "0", "11", "LOC"), ("k-correct", "19", "33", "ORG")]
+    assert marks("mod") == [("k-wrong_tag", "0", "11", "PER"), ("k-correct", "19", "33", "ORG")]
+    text = "Ines Barrow joined Northwind Bank ."
+    ann = row.find_element("css selector", ".line.ann")
+    first = ann.find_elements("css selector", "mark")[0]
+    assert first.text.startswith("Ines Barrow")
+    assert text.split()[2] in ann.text
+    assert "wrong type: “Ines Barrow” LOC → PER" in row.text
+    assert "extra entity" not in row.find_element("css selector", "td:nth-child(4)").text
+    assert row.find_element("css selector", "a").get_attribute("href") == \
+        "http://127.0.0.1:1/projects/1/data?task=103"
+
+
+def test_inspect_by_id_and_the_samples(console: Any, built: tuple[Any, dict]) -> None:
+    d = built[1]["result"]
+    box = console.find_element("id", "inspect-id")
+    console.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.clear()
+    box.send_keys("107")
+    console.find_element("id", "inspect-go").click()
+    out = console.find_element("id", "inspect-out")
+    cells = [r.text for r in out.find_elements("css selector", ".inspect-spans tbody tr")]
+    assert cells[0].split()[:3] == ["annotation", "0", "11"] and "wrong type" in cells[0]
+    assert "--model" in out.text  # no subword view without a model, and it says why
+    body = console.find_element("id", "samples-loss-body")
+    shown = [int(r.get_attribute("data-key")) for r in body.find_elements("css selector", "tr")]
+    assert shown == [x["id"] for x in d["metrics"]["samples_by_loss"]]
+    assert console_errors(console) == []
+
+
+def test_annotators_table_filters(console: Any, built: tuple[Any, dict]) -> None:
+    d = built[1]["result"]
+    rows = console.find_elements("css selector", "#annotators-body tr")
+    names = [r.find_element("css selector", "td").text for r in rows]
+    assert sorted(names) == ["a@x.org", "b@x.org"]
+    btn = rows[names.index("a@x.org")].find_element("css selector", "button")
+    v = console.execute_script("return window.nerq.version")
+    console.execute_script("arguments[0].scrollIntoView({block: 'center'})", btn)
+    btn.click()
+    _wait_version(console, v)
+    assert set(_shown(console)) == {t["id"] for t in d["tasks"] if t["index"] % 2}
+    _reset(console)
+
+
+def test_lasso_on_the_map_filters_to_the_selected_spans(console: Any) -> None:
+    """A lasso drawn around the whole map selects every drawn span: the table keeps the tasks
+    that have a span on the map."""
+    from selenium.webdriver import ActionChains
+
+    el = console.find_element("id", "ch-map")
+    console.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    drag = el.find_element("css selector", ".nsewdrag")
+    w, h = drag.rect["width"], drag.rect["height"]
+    v = console.execute_script("return window.nerq.version")
+    a = ActionChains(console).move_to_element_with_offset(drag, int(-w / 2 + 3), int(-h / 2 + 3))
+    a.click_and_hold()
+    for dx, dy in ((w - 6, 0), (0, h - 6), (-(w - 6), 0), (0, -(h - 6) + 2)):
+        for _ in range(4):
+            a.move_by_offset(int(dx / 4), int(dy / 4))
+    a.release().perform()
+    _wait_version(console, v)
+    assert "map selection" in console.find_element("id", "chips").text
+    assert len(_shown(console)) == 12  # every task has a gold span drawn on the map
+    _reset(console)
 
 
 def test_agreement_section_draws_in_headless_chromium(tmp_path: Path) -> None:
+    need_browser()
     from test_agreement import CFG, three_annotators
 
     from analysis.formats import from_ls_tasks
@@ -143,32 +428,63 @@ def test_agreement_section_draws_in_headless_chromium(tmp_path: Path) -> None:
     d = analyze_dataset(ds).to_dict()
     ag = d["metrics"]["agreement"]
     page = write_report(d, tmp_path / "report.html")
-    dom = _dump_dom(page, tmp_path)
-    section = re.search(r'<section id="agreement">(.*?)</section>', dom, re.S)
-    assert section, "no agreement section"
-    body = section.group(1)
-    rows = re.findall(r"<tr><td>(u\d@example\.com)</td>", body.split('class="agreement-annotators"')[1]
-                      .split("</table>")[0])
-    assert rows == [a["annotator"] for a in ag["per_annotator"]] == ["u1@example.com",
-                                                                      "u2@example.com",
-                                                                      "u3@example.com"]
-    assert len(re.findall(r'<rect class="bar', body)) == 3  # F1 vs the others, per annotator
-    assert f"{ag['alpha']:.3f}" in body and "consensus ties" in body
+    with chromium() as driver:
+        open_report(driver, page)
+        sec = driver.find_element("id", "agreement")
+        rows = [r.find_element("css selector", "td").text for r in
+                sec.find_elements("css selector", "table.agreement-annotators tbody tr")]
+        assert rows == [a["annotator"] for a in ag["per_annotator"]] == [
+            "u1@example.com", "u2@example.com", "u3@example.com"]
+        assert len(sec.find_elements("css selector", "#ch-agreement .point path")) == 3
+        assert f"{ag['alpha']:.3f}" in sec.text and "consensus ties" in sec.text
+        assert console_errors(driver) == []
 
 
-def test_report_draws_in_headless_chromium(
-    result: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
-) -> None:
-    d, smap = result
-    page = write_report(d, tmp_path / "report.html", ls_url="http://127.0.0.1:1", project_id=1,
-                        spanmap=smap)
-    dom = _dump_dom(page, tmp_path)
-    # charts drew: bars, heat-map cells, histogram bars, map points
-    n_bars = len(re.findall(r'<rect class="bar', dom))
-    assert n_bars >= len(d["metrics"]["labels"]) * 2
-    assert len(re.findall(r'<rect class="cell"', dom)) == len(d["metrics"]["confusion"]["labels"]) ** 2
-    assert len(re.findall(r'<circle class="pt"', dom)) == 2 * len(smap["x"])
-    assert re.search(r'<svg class="chart dep-histogram"[^>]*>.*?<rect class="bar"', dom, re.S)
+def test_long_texts_are_cut_visibly_and_kinds_read_from_the_annotation(tmp_path: Path) -> None:
+    """A task whose annotation lacks an entity reads "entity missing" (the library's ghost),
+    one with an extra entity "extra entity" (missed); long texts end in an ellipsis."""
+    need_browser()
+    long_text = "Rome " + "and more words " * 60 + "END"
+    d = {"metrics": {"labels": ["LOC", "PER"]}, "alerts": [
+        {"name": "likely mislabeled", "rule": "r", "numbers": {}, "task_ids": [1, 2]}],
+         "tasks": [{"index": 0, "id": 1, "dep": 0.9, "text": "Obama spoke ."},
+                   {"index": 1, "id": 2, "dep": 0.8, "text": long_text}]}
+    spans = {"labels": ["LOC", "PER"],
+             "gold": {"t": [1], "s": [0], "e": [4], "l": [0], "k": [3], "dep": [0.8]},
+             "pred": {"t": [0], "s": [0], "e": [5], "l": [1], "k": [4]},
+             "pairs": {"g": [], "p": []}, "words": {"vocab": [], "rows": [], "ids": []}}
+    page = write_report(d, tmp_path / "r.html", spans=spans)
+    with chromium() as driver:
+        open_report(driver, page)
+        rows = {r.get_attribute("data-key"): r for r in
+                driver.find_elements("css selector", "#tasks-body tr")}
+        assert "entity missing 1" in rows["1"].text and "entity missing: “Obama”" in rows["1"].text
+        assert "extra entity 1" in rows["2"].text
+        ann = rows["2"].find_element("css selector", ".line.ann")
+        assert ann.text.endswith("…") and "END" not in ann.text
+        assert "Obama spoke ." in rows["1"].text
+        assert console_errors(driver) == []
+
+
+def test_alerts_read_as_sentences() -> None:
+    d = {"metrics": {"n_tasks": 40}, "tasks": [], "alerts": [{
+        "name": "annotator error rates", "rule": "annotator error rate above the pooled rate",
+        "numbers": {"pooled_rate": 0.12,
+                    "annotators": {"kim": {"rate": 0.1, "spans": 200, "z": -0.4},
+                                   "sam": {"rate": 0.31, "spans": 150, "z": 3.42}},
+                    "flagged_annotators": ["sam"]},
+        "task_ids": list(range(20))}]}
+    html = render_report(d, ls_url="http://ls:8080", project_id=3)
+    alert = html[html.index('<div class="alert"'):html.index('</section>', html.index(
+        '<div class="alert"'))]
+    assert "<b>annotator error rates</b>: 20 task(s) (50.0 % of 40) — annotator error rate " \
+        "above the pooled rate." in alert
+    assert "pooled rate: <b>0.120</b>" in alert and "<pre>" not in alert  # no raw JSON
+    assert "Annotator(s) flagged: <b>sam</b>" in alert
+    assert _payload(html)["annotator_z"] == {"kim": {"z": -0.4, "flagged": False},
+                                             "sam": {"z": 3.42, "flagged": True}}
+    # the first tasks, linked into Label Studio, and how many more there are
+    assert 'href="http://ls:8080/projects/3/data?task=0"' in alert and "and 8 more" in alert
 
 
 def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
@@ -205,97 +521,17 @@ def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
         rc = main(["report", "--data", str(data), "--probs", str(npz), "--out", str(out),
                    "--csv", str(tmp_path / "f.csv")])
     assert rc == 0 and out.stat().st_size > 1000 and (tmp_path / "f.csv").is_file()
-    # the sample sections: by loss in the order of metrics.loss.samples_by_loss, each task
-    # drawn with both lines; a seeded random sample (all 12 tasks here, in task order)
-    html = out.read_text(encoding="utf-8")
-
-    def section_ids(cls: str) -> list[int]:
-        body = html.split(f'<table class="{cls}">')[1].split("</table>")[0]
-        assert body.count('<div class="line ann">') == body.count("<tr>") - 1  # minus the head
-        return [int(x) for x in re.findall(r"<tr><td>(\d+)</td>", body)]
-
+    # the sample sections: by loss in the order of metrics.loss.samples_by_loss; a seeded
+    # random sample (all 12 tasks here, in task order); drawn in the browser test below
+    data = _payload(out.read_text(encoding="utf-8"))
+    keys = data["tasks"]["key"]
     by_loss = [x["id"] for x in obj["metrics"]["samples_by_loss"]]
-    assert by_loss and section_ids("samples-by-loss") == by_loss
+    assert by_loss and [keys[r] for r in data["samples"]["by_loss"]] == by_loss
     assert set(by_loss[:3]) == {obj["tasks"][i]["id"] for i in (3, 7, 11)}  # the planted ones
-    assert section_ids("random-samples") == [t["id"] for t in obj["tasks"]]
-    assert 'class="loss-by-token"' in html
+    assert [keys[r] for r in data["samples"]["random"]] == [t["id"] for t in obj["tasks"]]
+    assert 'class="loss-by-token"' in out.read_text(encoding="utf-8")
     # bad input: a clear one-line error, exit 2
     with redirect_stdout(io.StringIO()):
         assert main(["analyze", "--data", str(data), "--probs", str(tmp_path / "nope.npz")]) == 2
 
 
-def test_error_kinds_in_the_annotations_words_and_long_text_cut_visibly() -> None:
-    """A task whose annotation lacks an entity shows it under "entity missing" (the library's
-    ``ghost``), one with an extra entity under "extra entity" (``missed``); long texts end in
-    an ellipsis with the whole text as the tooltip."""
-    from analysis.review.report import page
-
-    long_text = "Rome " + "and more words " * 20 + "END"
-    d = {"metrics": {}, "alerts": [{"name": "likely mislabeled", "rule": "r",
-                                    "numbers": {}, "task_ids": [1, 2]}],
-         "tasks": [{"id": 1, "dep": 0.9, "errors": {"ghost": 1}, "text": "Obama spoke ."},
-                   {"id": 2, "dep": 0.8, "errors": {"missed": 2}, "text": long_text}]}
-    html = render_report(d)
-    table = html[html.index('<table id="flagged"'):]
-    heads = re.findall(r"<th>([^<]*)</th>", table[:table.index("</thead>")])
-    assert heads[3:7] == ["wrong type", "boundary", "extra entity", "entity missing"]
-    rows = re.findall(r"<tr>(.*?)</tr>", table[table.index("<tbody>"):])
-    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
-    by_id = {re.sub("<[^>]+>", "", c[0]): c for c in cells}
-    assert by_id["1"][heads.index("entity missing")] == "1"
-    assert by_id["2"][heads.index("extra entity")] == "2"
-    assert 'class="cut">…</span>' in by_id["2"][-1] and "END" not in by_id["2"][-1]
-    assert f'title="{long_text}"' in table
-    assert "Obama spoke ." == by_id["1"][-1]  # short texts are not cut
-    assert page.KIND_WORDS["ghost"] in html and "annotation lacks" in html  # the legend
-
-
-def test_alerts_read_as_sentences_with_annotators_as_a_table() -> None:
-    d = {"metrics": {}, "tasks": [], "alerts": [{
-        "name": "annotator error rates", "rule": "annotator error rate above the pooled rate",
-        "numbers": {"pooled_rate": 0.12,
-                    "annotators": {"kim": {"rate": 0.1, "spans": 200, "z": -0.4},
-                                   "sam": {"rate": 0.31, "spans": 150, "z": 3.42}},
-                    "flagged_annotators": ["sam"]},
-        "task_ids": list(range(20))}]}
-    html = render_report(d, ls_url="http://ls:8080", project_id=3)
-    alert = html[html.index('<div class="alert">'):html.index('</section>', html.index(
-        '<div class="alert">'))]
-    assert "pooled rate: <b>0.120</b>" in alert and "<pre>" not in alert  # no raw JSON
-    rows = re.findall(r'<tr class="([^"]*)"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>'
-                      r"<td>([^<]*)</td></tr>", alert)
-    assert [(r[0], r[1].split()[0], r[4]) for r in rows] == [("flagged", "sam", "3.420"),
-                                                            ("", "kim", "-0.400")]
-    # the first tasks, linked into Label Studio, and how many more there are
-    assert 'href="http://ls:8080/projects/3/data?task=0"' in alert and "and 8 more" in alert
-
-
-def test_flagged_tasks_show_gold_and_model_spans_with_the_fix(
-        result: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    """Task 103 is annotated "Ines Barrow" LOC where the model says PER: the annotation line
-    marks [0, 11) LOC as a wrong type, the model line marks [0, 11) PER, the fix reads
-    LOC → PER; correct spans are marked correct."""
-    from analysis.review.report.spans import task_spans
-
-    ds, probs, tags = _dataset()
-    res = analyze_dataset(ds, probs=probs, tags=tags)
-    d = res.to_dict()
-    spans = task_spans(res.corpus, res.comparison, [t["index"] for t in d["tasks"]])
-    for t in d["tasks"]:
-        t["text"] = res.corpus.texts[t["index"]]
-        t.update(spans[t["index"]])
-    assert spans[3]["gold"] == [[0, 11, "LOC", "wrong_tag", [0, 11, "PER"]],
-                                [19, 33, "ORG", "correct", None]]
-    assert spans[3]["pred"] == [[0, 11, "PER", "wrong_tag"], [19, 33, "ORG", "correct"]]
-    html = render_report(d)
-    row = re.search(r'<tr><td data-v="103">.*?</tr>', html, re.S)
-    assert row is not None
-    ann, mod = re.findall(r'<div class="line (?:ann|mod)">(.*?)</div>', row.group(0))
-    marks = r'<mark class="sp k-([a-z_]+)" data-start="(\d+)" data-end="(\d+)" data-label="(\w+)"'
-    assert re.findall(marks, ann) == [("wrong_tag", "0", "11", "LOC"),
-                                      ("correct", "19", "33", "ORG")]
-    assert re.findall(marks, mod) == [("wrong_tag", "0", "11", "PER"),
-                                      ("correct", "19", "33", "ORG")]
-    text = "Ines Barrow joined Northwind Bank ."
-    assert re.sub("<sub>.*?</sub>|<[^>]+>", "", ann).split(" ", 1)[1].strip() == text
-    assert "wrong type: “Ines Barrow” LOC → PER" in row.group(0)

@@ -1,45 +1,46 @@
-"""One self-contained, offline HTML report of a dataset analysis.
+"""One self-contained, offline HTML console of a dataset analysis.
 
-Every chart is inline SVG drawn here in Python (no CDN, no external file, no web font); the only
-script is a few lines of inline JavaScript that filter and sort the flagged-task table.  The
-report reads the dict produced by :func:`analysis.review.analyze.Analysis.to_dict` (keys ``metrics``,
-``alerts``, ``tasks``) plus an optional 2-D span map (:func:`span_map`).
+The page is one file: its data (:func:`analysis.review.report.payload.console_payload`, a JSON
+``<script>``), the charting library (plotly.js from the ``plotly`` Python package, inlined:
+~4.8 MB, no CDN, no web font, no network) and the console script (``console.js``, inlined),
+which draws the charts and the task table and links them: clicking a class, a confusion
+cell, a misclassified pair, a high-DEP word, a DEP bin, an alert, an annotator or a duplicate
+group, the DEP range slider, the error-kind, split and text filters, and a lasso on the span
+map all narrow one filter state shown in the filters bar (with reset); the filtered tasks
+export as CSV and as the ``ner-quality push --view-tasks`` command that turns them into a
+Label Studio review view.
 
-Sections: summary, alerts, F1 by class, sample count by class, error distribution, top
-misclassified pairs, confusion heat map, DEP distribution, high-DEP words, loss by label, span
-embedding map (coloured by label, or by DEP), annotator agreement (when several annotators
-labelled tasks: per label, per annotator, per pair), flagged tasks with links into Label Studio
-(``<LS_URL>/projects/<pid>/data?task=<id>``), and :func:`write_csv` writes the same table.
-A task record with ``gold`` / ``pred`` span lists (:func:`analysis.review.report.spans.task_spans`)
-is drawn as two highlighted lines, the annotation and the model, with the suggested fixes;
-error kinds are named from the annotation's side (:data:`KIND_WORDS`).
+Sections: summary, alerts (sentences with their figures and tasks), annotators (spans, error
+rate, z-score), agreement, the chart grid (F1 by class, spans by class, error kinds by class,
+top misclassified pairs, confusion, DEP distribution with its threshold, words of high-DEP
+spans, loss by label), the span-embedding map, the task table (annotation and model lines
+with the spans highlighted by error kind, per-span DEP, suggested fixes, the same surface form
+annotated differently elsewhere, the link into Label Studio; paginated), inspect by id (spans,
+subword tokens and windows as the model sees them), samples by loss, random samples, loss by
+token, duplicates, activations (NMF of FFN activations) and probing.
+
+Plotly was chosen over Vega-Lite/Altair because its one bundled file draws every chart here
+(bars, heat map, WebGL scatter with lasso selection) with click and selection events, and it
+ships inside the ``plotly`` wheel, so nothing is fetched at run time.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import importlib.resources
 import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.review.report.charts import (
-    PALETTE,
-    empty,
-    esc,
-    fmt,
-    hbar_chart,
-    heatmap_chart,
-    histogram_chart,
-    scatter_chart,
-    stacked_bar_chart,
-)
-from analysis.review.report.tasks import KIND_LEGEND, KIND_WORDS, task_cell, task_link
+from analysis.review.report.payload import MAX_TASKS, console_payload
+from analysis.review.report.words import KIND_LEGEND, KIND_WORDS, empty, esc, fmt, task_link
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KIND_WORDS", "render_report", "write_report", "write_csv", "flagged_rows"]
+__all__ = ["KIND_WORDS", "flagged_rows", "render_report", "write_csv", "write_report"]
 
 
 def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -56,18 +57,9 @@ def flagged_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     for tid, names in by_id.items():
         t = info.get(tid, {})
         errs = t.get("errors", {}) or {}
-        rows.append(
-            {
-                "id": tid,
-                "dep": t.get("dep"),
-                "n_errors": int(sum(v for k, v in errs.items() if k != "correct")),
-                "errors": errs,
-                "alerts": names,
-                "text": str(t.get("text", "")),
-                "gold": t.get("gold"),
-                "pred": t.get("pred", []),
-            }
-        )
+        rows.append({"id": tid, "dep": t.get("dep"),
+                     "n_errors": int(sum(v for k, v in errs.items() if k != "correct")),
+                     "errors": errs, "alerts": names, "text": str(t.get("text", ""))})
     rows.sort(key=lambda r: (-(r["dep"] if r["dep"] is not None else -1.0), r["id"]))
     return rows
 
@@ -87,95 +79,65 @@ def write_csv(
         w = csv.writer(fh)
         w.writerow(["task_id", "dep", "n_errors", *kinds, "alerts", "link", "text"])
         for r in flagged_rows(result):
-            link = (
-                f"{ls_url.rstrip('/')}/projects/{int(project_id)}/data?task={r['id']}"
-                if ls_url and project_id is not None
-                else ""
-            )
-            w.writerow(
-                [
-                    r["id"],
-                    "" if r["dep"] is None else f"{r['dep']:.4f}",
-                    r["n_errors"],
-                    *[int(r["errors"].get(k, 0)) for k in kinds],
-                    "; ".join(r["alerts"]),
-                    link,
-                    r["text"],
-                ]
-            )
+            link = (f"{ls_url.rstrip('/')}/projects/{int(project_id)}/data?task={r['id']}"
+                    if ls_url and project_id is not None else "")
+            w.writerow([r["id"], "" if r["dep"] is None else f"{r['dep']:.4f}", r["n_errors"],
+                        *[int(r["errors"].get(k, 0)) for k in kinds], "; ".join(r["alerts"]),
+                        link, r["text"]])
     return path
 
 
-# --------------------------------------------------------------------------- the page
-
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#24292f;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
-main{padding:8px 24px;max-width:1280px}section{background:#fff;border:1px solid #e1e4e8;border-radius:6px;
-padding:12px 16px;margin:12px 0}h2{font-size:16px;margin:4px 0 10px}.grid{display:flex;flex-wrap:wrap;gap:12px}
-.grid section{flex:1 1 560px}svg text{font-size:12px;fill:#222}svg text.small{font-size:10px}
-svg text.note{fill:#777;font-size:10px}.empty{color:#777;font-style:italic}
-table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;text-align:left;
-vertical-align:top}th{cursor:pointer;background:#f6f8fa}.alert{border-left:4px solid #e15759;padding:4px 10px;
-margin:6px 0}.alert .rule{color:#555}.kpi{display:inline-block;margin-right:24px}.kpi b{font-size:20px;display:block}
-code{background:#f6f8fa;padding:1px 4px}.legend{color:#555;font-size:12px}.cut{color:#999}
-ul.numbers{margin:4px 0;padding-left:18px;columns:2}.alert-annotators{width:auto;margin:4px 0}
-.alert-annotators tr.flagged td{color:#b31d28;font-weight:600}.alert-tasks{color:#444;margin:4px 0}
-td.spans{min-width:420px}.line{margin:1px 0}.who{display:inline-block;width:74px;color:#777;font-size:11px}
-mark.sp{padding:0 2px;border-radius:3px;background:#e6f4ea}mark.sp sub{font-size:9px;color:#555;margin-left:2px}
-mark.k-wrong_tag{background:#fde2c8}mark.k-span_shift{background:#e8dcf7}mark.k-missed{background:#f9d0d0}
-mark.k-ghost{background:#d4e6fb;outline:1px dashed #4e79a7}mark.k-none{background:#eee}
-ul.fixes{margin:2px 0 0 74px;padding-left:14px;color:#8a3b00;font-size:12px}
-"""
-
-_JS = """
-(function(){
-  var input=document.getElementById('flag-filter');
-  var table=document.getElementById('flagged');
-  if(!input||!table){return;}
-  var rows=Array.prototype.slice.call(table.tBodies[0].rows);
-  input.addEventListener('input',function(){
-    var q=input.value.toLowerCase();
-    rows.forEach(function(r){r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});
-  });
-  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,col){
-    th.addEventListener('click',function(){
-      var asc=th.getAttribute('data-asc')!=='1';th.setAttribute('data-asc',asc?'1':'0');
-      rows.sort(function(a,b){
-        var x=a.cells[col].getAttribute('data-v')||a.cells[col].textContent;
-        var y=b.cells[col].getAttribute('data-v')||b.cells[col].textContent;
-        var nx=parseFloat(x),ny=parseFloat(y);
-        var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:(x<y?-1:x>y?1:0);return asc?c:-c;});
-      rows.forEach(function(r){table.tBodies[0].appendChild(r);});
-    });
-  });
-  document.body.setAttribute('data-report-ready','1');
-})();
-"""
+# --------------------------------------------------------------------------- assets
 
 
-def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]], ls_url: str | None = None,
-             project_id: int | None = None) -> list[str]:
-    """The summary and the alerts sections."""
-    kpis = [
-        ("tasks", m.get("n_tasks", 0)),
-        ("annotated", m.get("n_annotated", 0)),
+@functools.cache
+def _asset(name: str) -> str:
+    return importlib.resources.files("analysis.review.report").joinpath(name).read_text(
+        encoding="utf-8")
+
+
+@functools.cache
+def plotly_js() -> str:
+    """plotly.min.js from the ``plotly`` package (inlined: the report works offline)."""
+    try:
+        return importlib.resources.files("plotly").joinpath(
+            "package_data/plotly.min.js").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError) as exc:  # pragma: no cover - a dependency
+        raise RuntimeError("the report needs plotly.js from the 'plotly' package: "
+                           "pip install plotly") from exc
+
+
+def _json_script(obj: Any) -> str:
+    """JSON safe inside ``<script>``: ``</`` and the HTML comment opener escaped."""
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            .replace("</", "<\\/").replace("<!--", "<\\!--"))
+
+
+# --------------------------------------------------------------------------- server-drawn parts
+
+
+def _section(name: str, body: str, sid: str) -> str:
+    return f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>'
+
+
+def _kpis(items: list[tuple[str, Any]]) -> str:
+    return "".join(f'<span class="kpi"><b>{esc(fmt(v) if v is not None else "–")}</b>'
+                   f"{esc(k)}</span>" for k, v in items)
+
+
+def _summary(m: Mapping[str, Any], alerts: list[Mapping[str, Any]]) -> str:
+    body = _kpis([
+        ("tasks", m.get("n_tasks", 0)), ("annotated", m.get("n_annotated", 0)),
         ("gold spans", m.get("n_gold_spans", 0)),
         ("micro F1", (m.get("prf", {}).get("micro avg", {}) or {}).get("f1-score")),
         ("alerts", len(alerts)),
-        ("flagged tasks", len({t for a in alerts for t in a.get("task_ids", [])})),
-    ]
-    summary = "".join(
-        f'<span class="kpi"><b>{esc(fmt(v) if v is not None else "–")}</b>{esc(k)}</span>'
-        for k, v in kpis)
+        ("flagged tasks", len({t for a in alerts for t in a.get("task_ids", [])}))])
     if m.get("dep", {}).get("source"):
-        summary += f'<p>DEP from: <code>{esc(m["dep"]["source"])}</code></p>'
-    body = "".join(_alert(a, ls_url, project_id) for a in alerts) if alerts \
-        else empty("no alert fired")
-    return [_section("Summary", summary, "summary"), _section("Alerts", body, "alerts")]
+        body += f'<p>DEP from: <code>{esc(m["dep"]["source"])}</code></p>'
+    return _section("Summary", body, "summary")
 
 
-#: task ids listed (linked) under each alert; the rest are in the flagged-task table and CSV
+#: task ids listed (linked) under each alert; clicking the alert shows them all in the table
 ALERT_TASKS_SHOWN = 12
 
 
@@ -188,37 +150,40 @@ def _num(v: Any) -> str:
     return fmt(v)
 
 
-def _alert(a: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> str:
-    """One alert as a person reads it: what fired, the rule, its figures, the first tasks."""
+def _alert(i: int, a: Mapping[str, Any], n_tasks: int, ls_url: str | None,
+           project_id: int | None) -> str:
+    """One alert as a sentence: what fired for how many tasks, the rule, its figures, the
+    first tasks; the whole alert is a filter of the console."""
     ids = [int(t) for t in a.get("task_ids", [])]
     nums = dict(a.get("numbers", {}) or {})
-    annotators = nums.pop("annotators", None)
-    flagged = set(nums.pop("flagged_annotators", None) or [])
-    scalars = [(k, v) for k, v in nums.items() if isinstance(v, (int, float, str, bool))
-               or v is None]
-    rest = {k: v for k, v in nums.items() if (k, v) not in scalars}
-    out = [f'<div class="alert"><b>{esc(a["name"])}</b> — {len(ids)} task(s) flagged',
-           f'<div class="rule">{esc(a["rule"])}</div>']
+    nums.pop("annotators", None)
+    flagged = nums.pop("flagged_annotators", None) or []
+    scalars = [(k, v) for k, v in nums.items()
+               if isinstance(v, (int, float, str, bool)) or v is None]
+    share = f" ({100 * len(ids) / n_tasks:.1f} % of {n_tasks})" if n_tasks else ""
+    out = [f'<div class="alert" data-alert="{i}" title="click: show these tasks">',
+           f"<b>{esc(a['name'])}</b>: {len(ids)} task(s){esc(share)} — {esc(a['rule'])}."]
+    if flagged:
+        out.append(f" Annotator(s) flagged: <b>{esc(', '.join(map(str, flagged)))}</b> "
+                   "(see Annotators).")
     if scalars:
         out.append('<ul class="numbers">' + "".join(
-            f"<li>{esc(k.replace('_', ' '))}: <b>{esc(_num(v))}</b></li>"
-            for k, v in scalars) + "</ul>")
-    if isinstance(annotators, Mapping) and annotators:
-        rows = sorted(annotators.items(), key=lambda kv: -float(kv[1].get("z", 0.0)))
-        out.append('<table class="alert-annotators"><thead><tr><th>annotator</th><th>spans</th>'
-                   "<th>error rate</th><th>z-score</th></tr></thead><tbody>" + "".join(
-                       f'<tr class="{"flagged" if name in flagged else ""}"><td>{esc(name)}'
-                       f'{" ⚑" if name in flagged else ""}</td><td>{esc(fmt(v.get("spans")))}'
-                       f'</td><td>{esc(fmt(v.get("rate")))}</td><td>{esc(fmt(v.get("z")))}</td>'
-                       "</tr>" for name, v in rows) + "</tbody></table>")
-    if rest:
-        out.append("<details><summary>more figures</summary><pre>"
-                   f"{esc(json.dumps(rest, indent=1)[:4000])}</pre></details>")
+            f"<li>{esc(k.replace('_', ' '))}: <b>{esc(_num(v))}</b></li>" for k, v in scalars)
+            + "</ul>")
     if ids:
         shown = ", ".join(task_link(t, ls_url, project_id) for t in ids[:ALERT_TASKS_SHOWN])
         more = f" and {len(ids) - ALERT_TASKS_SHOWN} more" if len(ids) > ALERT_TASKS_SHOWN else ""
-        out.append(f'<div class="alert-tasks">tasks: {shown}{more}</div>')
+        out.append(f'<div class="alert-tasks">tasks: {shown}{more} '
+                   f'<button class="filter-alert">show all {len(ids)} in the table</button></div>')
     return "".join(out) + "</div>"
+
+
+def _alerts(m: Mapping[str, Any], alerts: list[Mapping[str, Any]], ls_url: str | None,
+            project_id: int | None) -> str:
+    n = int(m.get("n_tasks", 0) or 0)
+    body = "".join(_alert(i, a, n, ls_url, project_id) for i, a in enumerate(alerts)) \
+        if alerts else empty("no alert fired")
+    return _section("Alerts", body, "alerts")
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]], cls: str) -> str:
@@ -231,11 +196,9 @@ def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]], cls: str) -> str:
 def _agreement(ag: Mapping[str, Any]) -> str:
     """Annotator agreement: pooled figures, per label, per annotator, per pair."""
     ov = ag.get("overall", {}) or {}
-    kpis = [("multi-annotated tasks", ag.get("tasks")), ("annotators", len(ag["annotators"])),
-            ("span F1 (exact)", ov.get("f1_exact")), ("span F1 (overlap)", ov.get("f1_overlap")),
-            ("token alpha", ag.get("alpha")), ("consensus ties", ag.get("ties"))]
-    body = "".join(f'<span class="kpi"><b>{esc(fmt(v) if v is not None else "–")}</b>'
-                   f"{esc(k)}</span>" for k, v in kpis)
+    body = _kpis([("multi-annotated tasks", ag.get("tasks")), ("annotators", len(ag["annotators"])),
+                  ("span F1 (exact)", ov.get("f1_exact")), ("span F1 (overlap)", ov.get("f1_overlap")),
+                  ("token alpha", ag.get("alpha")), ("consensus ties", ag.get("ties"))])
     body += ("<p>Pairwise span F1 between annotators (exact: same trimmed offsets and label; "
              "overlap: same label, ranges share a character) and nominal Krippendorff's alpha "
              "over tokens.  Error rate: 1 − F1 against the majority of the other annotators."
@@ -245,8 +208,7 @@ def _agreement(ag: Mapping[str, Any]) -> str:
                    [(k, v.get("f1_exact"), v.get("f1_overlap"), alpha.get(k))
                     for k, v in (ag.get("per_label", {}) or {}).items()], "agreement-labels")
     per = ag.get("per_annotator", []) or []
-    body += hbar_chart([(a["annotator"], a.get("f1_vs_others") or 0.0) for a in per],
-                       cls="annotator-f1", vmax=1.0, colour=PALETTE[3])
+    body += '<div class="chart" id="ch-agreement"></div>'
     body += _table(("annotator", "tasks", "spans", "F1 vs others", "F1 vs consensus",
                     "error rate"),
                    [(a["annotator"], a["tasks"], a["spans"], a.get("f1_vs_others"),
@@ -259,137 +221,142 @@ def _agreement(ag: Mapping[str, Any]) -> str:
     return _section("Annotator agreement", body, "agreement")
 
 
-def _section(name: str, body: str, sid: str) -> str:
-    return f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>'
+def _chart(sid: str, title: str, note: str = "", extra: str = "") -> str:
+    return (f'<section id="{sid}"><h2>{esc(title)}</h2>{extra}'
+            f'<div class="chart" id="ch-{sid}"></div>'
+            + (f'<p class="legend">{note}</p>' if note else "") + "</section>")
 
 
-def _span_map_chart(spanmap: Mapping[str, Any]) -> str:
-    n = len(spanmap["x"])
-    titles = [f"{lab} {txt!r} (task {tid})" for lab, txt, tid in zip(
-        spanmap["label"], spanmap.get("text") or [""] * n, spanmap.get("task_id") or ["?"] * n)]
-    body = scatter_chart(spanmap["x"], spanmap["y"], cls="span-map-label",
-                         colour_by=spanmap["label"], titles=titles)
-    if spanmap.get("dep") is not None:
-        body += scatter_chart(spanmap["x"], spanmap["y"], cls="span-map-dep",
-                              value=spanmap["dep"], titles=titles)
-    return _section("Span embedding map (PCA)", f'<div class="grid">{body}</div>', "map")
-
-
-def _charts(m: Mapping[str, Any], spanmap: Mapping[str, Any] | None) -> str:
-    """The chart grid."""
-    prf = m.get("prf", {}) or {}
-    f1 = [(k, float(v.get("f1-score", 0.0))) for k, v in prf.items()
-          if not k.endswith(" avg") and isinstance(v, Mapping)]
-    sc = m.get("sample_count", {}) or {}
-    tc = m.get("top_confusions", []) or []
-    conf = m.get("confusion", {}) or {}
-    dep = m.get("dep", {}) or {}
-    hist = dep.get("histogram") or {}
-    hw = m.get("high_dep_words", []) or []
-    loss = (m.get("loss", {}) or {}).get("by_label", {}) or {}
+def _charts(m: Mapping[str, Any], has_dep: bool, has_map: bool, map_note: str) -> str:
+    loss = (m.get("loss", {}) or {}).get("by_label")
     out = [
-        _section("F1 by class", hbar_chart(f1, cls="f1-by-class", vmax=1.0), "f1"),
-        _section("Sample count by class (spans)", hbar_chart(
-            [(k, v.get("spans", 0)) for k, v in sc.items()], cls="sample-count", fmt="{:.0f}",
-            colour=PALETTE[4]), "samples"),
-        _section("Error distribution by class", stacked_bar_chart(
-            m.get("error_distribution", {}) or {},
-            ("correct", "wrong_tag", "span_shift", "missed", "ghost"), cls="error-distribution",
-            names=KIND_WORDS) + f'<p class="legend">{KIND_LEGEND}</p>', "errors"),
-        _section("Top misclassified pairs (gold → predicted)", hbar_chart(
-            [(f"{p['gold']} → {p['pred']}", p["count"]) for p in tc[:15]], cls="top-confusions",
-            fmt="{:.0f}", colour=PALETTE[2]), "pairs"),
+        _chart("f1", "F1 by class", "Click a bar: only tasks with a span of that class."),
+        _chart("count", "Annotated spans by class"),
+        _chart("errors", "Error kinds by class", KIND_LEGEND),
+        _chart("pairs", "Top misclassified pairs (annotated → predicted)",
+               "Click a bar: only tasks with that confusion."),
+        _chart("confusion", "Confusion (annotated rows, predicted columns; colour: share of the "
+               "row, number: spans)", "Click a cell: only tasks with that confusion.",
+               '<label class="opt"><input type="checkbox" id="conf-diag"'
+               + (" checked" if (m.get("confusion") or {}).get("zero_diagonal") else "")
+               + "> errors only (diagonal removed)</label>"),
+        _chart("dep", "DEP distribution (tasks)", "Click a bin: that DEP range.")
+        if has_dep else _section("DEP distribution", empty("no DEP: analyze with --probs or "
+                                                           "--model"), "dep"),
+        _chart("words", "Words of high-DEP spans", "Click a bar: only tasks with that word in a "
+               "high-DEP span.") if has_dep else "",
+        _chart("loss", "Mean token loss by gold label") if loss
+        else _section("Mean token loss by gold label",
+                      empty("no loss: analyze with --probs or --model"), "loss"),
     ]
-    if conf.get("labels"):
-        out.append(_section(
-            "Confusion (row-normalised" + (", diagonal removed)" if conf.get("zero_diagonal")
-                                           else ")"),
-            heatmap_chart(conf["normalized"], conf["labels"], cls="confusion",
-                          raw=conf.get("raw")), "confusion"))
-    out.append(_section("DEP distribution (tasks)", histogram_chart(
-        hist.get("edges", []), hist.get("counts", []), cls="dep-histogram",
-        threshold=dep.get("threshold")) if hist
-        else empty("no DEP: analyze with --probs or --model"), "dep"))
-    out.append(_section("Words most frequent in high-DEP spans", hbar_chart(
-        [(w["word"], w["count"]) for w in hw[:20]], cls="high-dep-words", fmt="{:.0f}",
-        colour=PALETTE[1]), "words"))
-    out.append(_section("Mean token loss by gold label", hbar_chart(
-        [(k, v["mean"]) for k, v in loss.items()], cls="loss-by-label", colour=PALETTE[6])
-        if loss else empty("no loss: analyze with --probs or --model"), "loss"))
-    if spanmap and spanmap.get("x"):
-        out.append(_span_map_chart(spanmap))
-    return '<div class="grid">' + "".join(out) + "</div>"
+    grid = '<div class="grid">' + "".join(out) + "</div>"
+    if has_map:
+        grid += _chart(
+            "map", "Span embeddings", map_note + " Lasso or box-select points to filter; "
+            "grey points are outside the current filter.",
+            '<label class="opt">colour by <select id="map-colour"><option value="dep">DEP'
+            '</option><option value="label">gold label</option><option value="kind">error kind'
+            "</option></select></label>")
+    return grid
 
 
-def _flagged(result: Mapping[str, Any], ls_url: str | None, project_id: int | None,
-             max_rows: int) -> str:
-    """The sortable, filterable table of flagged tasks."""
-    rows = flagged_rows(result)
-    kinds = ("wrong_tag", "span_shift", "missed", "ghost")
-    head = "".join(f"<th>{esc(h)}</th>" for h in (
-        "task", "DEP", "errors", *(KIND_WORDS[k] for k in kinds), "alerts", "text"))
-    trs = []
-    for r in rows[:max_rows]:
-        dep_v = "" if r["dep"] is None else f"{r['dep']:.3f}"
-        trs.append(
-            "<tr>"
-            f'<td data-v="{r["id"]}">{task_link(r["id"], ls_url, project_id)}</td>'
-            f'<td data-v="{dep_v}">{dep_v}</td><td>{r["n_errors"]}</td>'
-            + "".join(f"<td>{int(r['errors'].get(k, 0))}</td>" for k in kinds)
-            + f"<td>{esc(', '.join(r['alerts']))}</td>"
-            + task_cell(r["text"], r.get("gold"), r.get("pred")) + "</tr>")
-    more = (f"<p>showing {max_rows} of {len(rows)}; the CSV has all</p>"
-            if len(rows) > max_rows else "")
-    return _section(
-        f"Flagged tasks ({len(rows)})",
-        f'<p class="legend">{KIND_LEGEND}</p>'
-        '<input id="flag-filter" placeholder="filter rows…" size="40"> '
-        f'<table id="flagged"><thead><tr>{head}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
-        + more, "flagged-tasks")
+def _filters_bar(kinds: list[str], splits: list[str]) -> str:
+    kind_boxes = "".join(
+        f'<label><input type="checkbox" class="kind-filter" value="{i}"> {esc(KIND_WORDS[k])}'
+        "</label>" for i, k in enumerate(kinds) if k != "correct")
+    split_opts = "".join(f'<option value="{i}">{esc(s)}</option>' for i, s in enumerate(splits))
+    return (
+        '<div id="filters"><b>Filters:</b> <span id="chips"></span> '
+        '<button id="reset">reset</button>'
+        '<div class="controls">DEP <input type="range" id="dep-min" min="0" max="1" step="0.01" '
+        'value="0" aria-label="lowest DEP"><input type="range" id="dep-max" min="0" max="1" '
+        'step="0.01" value="1" aria-label="highest DEP"> <span id="dep-label"></span>'
+        f' · kinds {kind_boxes}'
+        f' · split <select id="split-filter"><option value="">all</option>{split_opts}</select>'
+        ' · <label><input type="checkbox" id="flagged-only"> flagged only</label>'
+        ' · <input id="text-filter" placeholder="text contains…" size="18"></div></div>')
 
 
-def _samples(result: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> str:
-    """Samples by loss, a seeded random sample and the tokens with the highest loss, each task
-    drawn with its annotation and model lines (as ExplaiNER's sample views)."""
+def _tasks_section() -> str:
+    head = ("<th>task</th><th>DEP</th><th>errors</th><th>kinds</th><th>alerts</th>"
+            "<th>annotator</th><th>annotation and model</th>")
+    return _section("Tasks", (
+        f'<p class="legend">Sorted by DEP. {KIND_LEGEND}</p>'
+        '<div class="pager"><span id="tasks-count"></span> <button id="prev">‹ prev</button> '
+        '<span id="page-label"></span> <button id="next">next ›</button> '
+        '<button id="csv">download the filtered tasks (CSV)</button></div>'
+        '<p class="push">Into a Label Studio review view: <code id="push-cmd"></code></p>'
+        f'<table id="task-table"><thead><tr>{head}</tr></thead><tbody id="tasks-body"></tbody>'
+        "</table>"), "tasks")
+
+
+def _inspect() -> str:
+    return _section("Inspect a task", (
+        '<input id="inspect-id" placeholder="task id" size="10"> <button id="inspect-go">'
+        'inspect</button><div id="inspect-out"></div>'), "inspect")
+
+
+def _samples(result: Mapping[str, Any]) -> str:
     samples = result.get("samples") or {}
-    tasks = {int(t["index"]): t for t in result.get("tasks", []) if t.get("index") is not None}
-    loss = (result.get("metrics", {}) or {}).get("loss", {}) or {}
-    by_loss = {int(x["id"]): x["loss"]
-               for x in (result.get("metrics", {}) or {}).get("samples_by_loss") or []}
-
-    def rows(idx: list[int], with_loss: bool) -> str:
-        trs = []
-        for i in idx:
-            t = tasks.get(int(i))
-            if t is None:
-                continue
-            tid = int(t["id"]) if t.get("id") is not None else int(t["index"])
-            cells = [f'<td>{task_link(tid, ls_url, project_id)}</td>']
-            if with_loss:
-                cells.append(f"<td>{esc(fmt(by_loss.get(tid)))}</td>")
-            dep = t.get("dep")
-            cells.append(f"<td>{'' if dep is None else f'{dep:.3f}'}</td>")
-            cells.append(task_cell(str(t.get("text", "")), t.get("gold"), t.get("pred")))
-            trs.append("<tr>" + "".join(cells) + "</tr>")
-        return "".join(trs)
-
+    head = ("<th>task</th><th>DEP</th>{x}<th>errors</th><th>kinds</th><th>alerts</th>"
+            "<th>annotator</th><th>annotation and model</th>")
     out = []
     if samples.get("by_loss"):
         out.append(_section("Samples by loss (highest mean token loss)", (
-            '<table class="samples-by-loss"><thead><tr><th>task</th><th>loss</th><th>DEP</th>'
-            f'<th>text</th></tr></thead><tbody>{rows(samples["by_loss"], True)}</tbody></table>'),
-            "samples-by-loss"))
+            f'<table class="samples-by-loss"><thead><tr>{head.format(x="<th>loss</th>")}</tr>'
+            '</thead><tbody id="samples-loss-body"></tbody></table>'), "samples-by-loss"))
+    if samples.get("random"):
+        out.append(_section(f"Random samples (seed {samples.get('seed', 0)})", (
+            f'<table class="random-samples"><thead><tr>{head.format(x="")}</tr></thead>'
+            '<tbody id="samples-random-body"></tbody></table>'), "random-samples"))
+    loss = (result.get("metrics", {}) or {}).get("loss", {}) or {}
     if loss.get("by_token"):
         out.append(_section("Loss by token (highest mean, seen 3+ times)", _table(
             ("token", "count", "mean loss", "median loss"),
             [(x["token"], x["count"], x["mean"], x["median"]) for x in loss["by_token"]],
             "loss-by-token"), "loss-by-token"))
-    if samples.get("random"):
-        out.append(_section(f"Random samples (seed {samples.get('seed', 0)})", (
-            '<table class="random-samples"><thead><tr><th>task</th><th>DEP</th><th>text</th>'
-            f'</tr></thead><tbody>{rows(samples["random"], False)}</tbody></table>'),
-            "random-samples"))
     return "".join(out)
+
+
+def _annotators(has: bool) -> str:
+    if not has:
+        return ""
+    return _section("Annotators", (
+        '<p class="legend">Error rate: disagreements with the model (wrong type, boundary, extra '
+        "entity, entity missing) per annotated span; z-score from the annotator alert. ⚑: "
+        "flagged by it.</p><table class=\"annotators\"><thead><tr><th>annotator</th><th>tasks"
+        "</th><th>spans</th><th>disagreements</th><th>error rate</th><th>z-score</th><th></th>"
+        '</tr></thead><tbody id="annotators-body"></tbody></table>'), "annotators")
+
+
+def _duplicates(m: Mapping[str, Any], ls_url: str | None, project_id: int | None) -> str:
+    d = m.get("duplicates") or {}
+    groups = d.get("groups") or []
+    if not groups:
+        return ""
+    items = "".join(
+        f"<li>{', '.join(task_link(t, ls_url, project_id) for t in g[:12])}"
+        f"{' …' if len(g) > 12 else ''} <button class=\"filter-group\" data-group=\"{i}\">"
+        "show</button></li>" for i, g in enumerate(groups[:50]))
+    return _section(f"Duplicates ({d.get('n_groups', len(groups))} groups, {esc(d.get('method'))}"
+                    f" ≥ {esc(fmt(d.get('threshold')))})", f"<ol>{items}</ol>", "duplicates")
+
+
+def _model_sections(extras: Mapping[str, Any]) -> str:
+    act = extras.get("activations")
+    note = extras.get("activations_note") or "no model given: activations need --model"
+    body = ('<div id="activations-out"></div><div class="chart" id="ch-activations"></div>'
+            if act else empty(note))
+    probe = ("<p>Type a sentence, see the model's tokens, the top tags of each with their "
+             "probabilities, low-confidence words marked:</p>"
+             '<pre>ner-quality probe --model DIR "Leeds beat Chelsea at Elland Road"</pre>'
+             "<p>or, against the running backend, <code>POST /probe</code> with "
+             '<code>{"text": "..."}</code>.</p>')
+    return (_section("Activations (NMF of the FFN neurons)", body, "activations")
+            + _section("Probing", probe, "probing"))
+
+
+_CSS_FILE = "console.css"
 
 
 def render_report(
@@ -397,23 +364,48 @@ def render_report(
     *,
     ls_url: str | None = None,
     project_id: int | None = None,
+    spans: Mapping[str, Any] | None = None,
     spanmap: Mapping[str, Any] | None = None,
+    extras: Mapping[str, Any] | None = None,
     title: str = "ner-quality report",
-    max_rows: int = 2000,
+    max_tasks: int = MAX_TASKS,
 ) -> str:
-    """The report as one HTML string (see the module docstring)."""
+    """The console as one HTML string (see the module docstring).
+
+    ``result`` is :meth:`analysis.review.analyze.Analysis.to_dict` with, per task, ``text``
+    (and ``annotator`` / ``split`` when known) and optional ``samples``; ``spans`` the
+    :func:`~analysis.review.report.spans.span_columns`; ``spanmap`` the
+    :func:`~analysis.review.report.embedmap.span_map`; ``extras`` the runtime's
+    ``model_view`` / ``activations`` (and notes when they were skipped).
+    """
     m = result.get("metrics", {}) or {}
     alerts = list(result.get("alerts", []) or [])
-    parts = _summary(m, alerts, ls_url, project_id)
+    extras = dict(extras or {})
+    data = console_payload(result, spans=spans, spanmap=spanmap, extras=extras, ls_url=ls_url,
+                           project_id=project_id, max_tasks=max_tasks)
+    has_dep = any(d is not None for d in data["tasks"]["dep"])
+    banner = (f'<p class="banner">This console holds {len(data["tasks"]["key"])} of '
+              f'{data["n_all"]} tasks (the flagged ones, the samples, then the highest DEP); '
+              "its charts are over those, the summary and alerts over all.</p>"
+              if data["capped"] else "")
+    parts = [banner, _summary(m, alerts), _alerts(m, alerts, ls_url, project_id),
+             _annotators(bool(data["annotators"]))]
     if m.get("agreement") and m["agreement"].get("tasks"):
         parts.append(_agreement(m["agreement"]))
-    parts += [_charts(m, spanmap), _flagged(result, ls_url, project_id, max_rows),
-              _samples(result, ls_url, project_id)]
+    map_note = (f"{(spanmap or {}).get('method', 'PCA')} of {len(data['map']['x'])} gold-span "
+                f"embeddings ({esc(extras.get('map_source') or 'span vectors')})."
+                if data["map"] else "")
+    parts += [_charts(m, has_dep, bool(data["map"]), map_note), _tasks_section(), _inspect(),
+              _samples(result), _duplicates(m, ls_url, project_id), _model_sections(extras)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1></header><main>{''.join(parts)}</main>"
-        f"<script>{_JS}</script></body></html>\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{_asset(_CSS_FILE)}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1></header>"
+        f"{_filters_bar(data['kinds'], data['splits'])}<main>{''.join(parts)}</main>"
+        f'<script type="application/json" id="nerq-data">{_json_script(data)}</script>'
+        f"<script>{plotly_js()}</script><script>{_asset('console.js')}</script>"
+        "</body></html>\n"
     )
 
 
