@@ -144,6 +144,24 @@ def test_sync_analyze_push_roundtrip(label_studio: Any, ls_project: Any, ls_api:
     assert len(titles) == len(set(titles))
     assert sum(1 for p in again[tid]["predictions"] if p["model_version"].endswith("-suggest")) == 1
 
+    # the console's filtered set as a view: the CSV's task ids, exactly, once; re-run = same view
+    chosen = sorted(alerts["likely mislabeled"]["task_ids"])[:5]
+    csv_file = tmp_path / "filtered_tasks.csv"
+    csv_file.write_text("task_id,dep,text\n" + "".join(f'{i},0.9,"a, b"\n' for i in chosen))
+    view_args = ["push", "--project", str(pid), "--url", url, "--view-tasks", str(csv_file),
+                 "--view", "Console: likely mislabeled", "--json"]
+    v1 = _cli(*view_args)
+    assert v1["shown"] == len(chosen) and v1["missing"] == []
+    v2 = _cli(*view_args)
+    assert v2["view_id"] == v1["view_id"]
+    assert sorted(ls_api.view_task_ids(v1["view_id"])) == chosen
+    assert [_title(v) for v in ls_api.list_views(pid)].count("Console: likely mislabeled") == 1
+    # an id the project lacks is named, exit 2; an alert-view title is refused
+    csv_file.write_text("task_id\n" + f"{chosen[0]}\n99999999\n")
+    with redirect_stdout(io.StringIO()):
+        assert main(view_args) == 2
+        assert main([*view_args[:-3], "--view", "Review: mine"]) == 2
+
 
 def test_interrupted_sync_resumes(label_studio: Any, ls_project: Any, ls_api: Any,
                                   tmp_path: Path) -> None:

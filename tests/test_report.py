@@ -535,3 +535,21 @@ def test_cli_report_and_analyze_json(tmp_path: Path) -> None:
         assert main(["analyze", "--data", str(data), "--probs", str(tmp_path / "nope.npz")]) == 2
 
 
+
+
+def test_push_reads_the_consoles_csv(tmp_path: Path) -> None:
+    """``push --view-tasks`` reads the task ids of the console's CSV (quoted texts with commas
+    and line breaks) in order, or one id per line; a bad id is named with its row."""
+    from ls_backend.commands.push import read_task_ids
+
+    f = tmp_path / "filtered_tasks.csv"
+    f.write_text('task_id,dep,text\n7,0.9,"a, b"\n3,0.5,"two\nlines"\n7,0.9,again\n')
+    assert read_task_ids(str(f)) == [7, 3]
+    f.write_text("12\n\n5\n")
+    assert read_task_ids(str(f)) == [12, 5]
+    f.write_text("task_id\n4\nx1\n")
+    with pytest.raises(ValueError, match="row 3: 'x1' is not a task id"):
+        read_task_ids(str(f))
+    f.write_text("id,dep\n4,0.1\n")
+    with pytest.raises(ValueError, match="no task_id column"):
+        read_task_ids(str(f))

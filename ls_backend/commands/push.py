@@ -13,6 +13,12 @@ Analyses the synced store (``sync`` first; same ``--probs`` / ``--model`` option
   under its own ``model_version`` (replacing the previous one, never duplicating).
 
 Idempotent: a second push of the same analysis changes nothing.  ``--dry-run`` prints the plan.
+
+``--view-tasks FILE --view TITLE`` does not analyse: it creates or updates one Data Manager
+view showing exactly the task ids of FILE (the console's "download the filtered tasks" CSV, or
+one id per line), in the file's order of DEP.  Titles starting with ``Review: `` are the alert
+views (emptied when their alert stops firing) and are refused here; the console proposes
+``Console: <its filters>``.
 """
 
 from __future__ import annotations
@@ -36,7 +42,77 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="attach the model's labelling of flagged tasks as a prediction")
     p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--view-tasks", metavar="FILE",
+                   help="make one view of the task ids in FILE (the console's CSV, or one id "
+                        "per line) instead of pushing an analysis; needs --view")
+    p.add_argument("--view", metavar="TITLE", help="title of the --view-tasks view")
     return p
+
+
+def read_task_ids(path: str) -> list[int]:
+    """Task ids of a console CSV (its ``task_id`` column) or of a file with one id per line,
+    in file order, duplicates dropped."""
+    import csv
+    import io
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))  # quoted texts may hold commas and newlines
+    col, start = 0, 0
+    if rows and rows[0] and not rows[0][0].strip().lstrip("-").isdigit():
+        head = [h.strip() for h in rows[0]]
+        if "task_id" not in head:
+            raise ValueError(f"{path}: the header has no task_id column (got {head[:6]})")
+        col, start = head.index("task_id"), 1
+    ids: list[int] = []
+    for n, row in enumerate(rows[start:], start=start + 1):
+        if not row or not "".join(row).strip():
+            continue
+        v = row[col].strip() if col < len(row) else ""
+        if not v.isdigit() or int(v) < 1:
+            raise ValueError(f"{path} row {n}: {v!r} is not a task id")
+        ids.append(int(v))
+    return list(dict.fromkeys(ids))
+
+
+def push_view(args: argparse.Namespace) -> int:
+    """``--view-tasks``: one view of the listed tasks; a task id the project lacks is named and
+    the command exits 2 (the view shows the others)."""
+    from analysis.review.alerts import VIEW_PREFIX
+
+    from .sync import make_api
+
+    if args.project is None or not args.view:
+        raise ValueError("--view-tasks needs --project ID and --view TITLE")
+    if args.view.startswith(VIEW_PREFIX):
+        raise ValueError(f"view titles starting with {VIEW_PREFIX!r} are the alert views, "
+                         f"emptied when their alert stops firing: choose another title "
+                         f"(e.g. 'Console: ...')")
+    ids = read_task_ids(args.view_tasks)
+    if not ids:
+        raise ValueError(f"{args.view_tasks}: no task ids")
+    summary: dict[str, Any] = {"project": args.project, "view": args.view, "tasks": len(ids),
+                               "dry_run": bool(args.dry_run)}
+    if not args.dry_run:
+        url = args.url or args.settings.label_studio_url
+        api = make_api(url, args.api_key or args.settings.label_studio_api_key)
+        vid = api.upsert_view(int(args.project), args.view, task_ids=ids)
+        shown = set(api.view_task_ids(vid))
+        summary.update(view_id=vid, shown=len(shown),
+                       missing=[i for i in ids if i not in shown])
+    if args.json:
+        json.dump(summary, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        verb = "would show" if args.dry_run else "shows"
+        print(f"view {args.view!r} {verb} {summary.get('shown', len(ids))} task(s)")
+    if summary.get("missing"):
+        m = summary["missing"]
+        print(f"error: {len(m)} task id(s) of {args.view_tasks} are not in project "
+              f"{args.project}: {', '.join(map(str, m[:20]))}{' ...' if len(m) > 20 else ''}",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def apply_plan(api: Any, project_id: int, plan: Any, current: dict[int, dict[str, Any]],
@@ -90,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .sync import make_api
 
+    if args.view_tasks:
+        return push_view(args)
+    if args.view:
+        raise ValueError("--view names the view of --view-tasks FILE")
     if args.project is None and args.store is None:
         raise ValueError("push needs --project ID (a synced store); files have no Label Studio tasks")
     res, inp = run_analysis(args)

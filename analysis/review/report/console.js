@@ -465,11 +465,9 @@
     document.getElementById('push-cmd').textContent = pushCommand(rows);
   }
   function pushCommand(rows) {
-    var name = chipTexts().join(', ') || 'all tasks';
-    if (D.project === null) {
-      return 'ner-quality push --project <ID> --view "Review: ' + name + '" --view-tasks filtered_tasks.csv';
-    }
-    return 'ner-quality push --project ' + D.project + ' --view "Review: ' + name + '" --view-tasks filtered_tasks.csv';
+    var name = (chipTexts().join(', ') || 'all tasks').replace(/"/g, "'");
+    return 'ner-quality push --project ' + (D.project === null ? '<ID>' : D.project) +
+      ' --view "Console: ' + name + '" --view-tasks filtered_tasks.csv';
   }
   function csv() {
     var q = function (s) { s = String(s); return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
