@@ -134,7 +134,8 @@ def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
     smap, source = None, None
     if len(gold):
         vecs = inp.span_vectors
-        source = "the model's gold-span embeddings"
+        source = ("the model's gold-span embeddings" if model_dir else
+                  "gold-span embeddings of the packaged MiniLM backbone")
         if vecs is None or len(vecs) != len(gold):
             vecs = span_vectors_tfidf([str(x) for x in corpus.gold_text], seed=seed)
             source = "character n-gram TF-IDF of the span texts (no model embeddings)"

@@ -188,10 +188,12 @@
     });
     return l;
   }
+  var CFG_STATIC = Object.assign({}, CFG, {displayModeBar: false});
   function draw(id, traces, lay) {
     var el = document.getElementById(id);
     if (!el) return null;
-    Plotly.react(el, traces, lay, CFG);
+    // the charts are filters (a click filters); only the map keeps Plotly's zoom/lasso bar
+    Plotly.react(el, traces, lay, id === 'ch-map' ? CFG : CFG_STATIC);
     return el;
   }
   function once(el, ev, fn) {
