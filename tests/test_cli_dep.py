@@ -173,7 +173,12 @@ def test_old_format_needs_its_tag_order(small: tuple[Path, Path], tmp_path: Path
     assert rc == 2 and "differ" in err
 
 
-def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
+@pytest.mark.parametrize("confidence", ["near one-hot", "moderate"])
+def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path, confidence: str) -> None:
+    """30 CoNLL-03 test sentences whose first span the "model" reads as another type, DEP
+    from the probabilities alone.  Near one-hot: every token at 0.99-0.9999.  Moderate: the
+    model sure of O (0.99-0.9999, as a trained tagger is) but only 0.6-0.9 on entity tokens,
+    flipped ones included.  Both times DEP ranks the flipped tasks first."""
     from analysis.dataset import token_spans
     from analysis.formats import load
     from analysis.tags import tag_names
@@ -195,8 +200,12 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
             cols[s.start] = col[f"B-{lab}"]
             for i in range(s.start + 1, s.end):
                 cols[i] = col[f"I-{lab}"]
-        # confidence of a trained model on clear cases (what the error model is fitted on)
-        arrays.append(onehot(cols, p=float(rng.uniform(0.99, 0.9999)), n=len(tags)))
+        a = onehot(cols, p=float(rng.uniform(0.99, 0.9999)), n=len(tags))
+        ent = np.asarray(cols) != col["O"]
+        if confidence == "moderate" and ent.any():
+            a[ent] = onehot([c for c, e in zip(cols, ent) if e], p=float(rng.uniform(0.6, 0.9)),
+                            n=len(tags))
+        arrays.append(a)
     probs = tmp_path / "test_probs.npz"
     np.savez(probs, *arrays)
     out = tmp_path / "scores.jsonl"
@@ -213,15 +222,18 @@ def test_conll2003_test_with_synthetic_probabilities(tmp_path: Path) -> None:
         first = next(s for s in by_index[i]["spans"] if s["gold_label"])
         assert first["kind"] == "wrong_tag"
         assert first["pred_label"] == next(x for x in ds.labels if x != first["gold_label"])
-    # the per-dataset threshold (expected F2 of the error probabilities) flags most of them and
-    # little else
-    flagged = {r["index"] for r in recs if r["category"] == "mislabeled"}
-    assert len(flagged & flipped) >= 0.8 * len(flipped)
-    assert len(flagged & flipped) >= 0.9 * len(flagged)
-    # and they rank near the top (the surface signal also flags genuinely inconsistent
-    # CoNLL-03 annotations, so not necessarily the very top 30)
+    # they rank first: nearly all in the top 30 of 3,453, every one in the top 60 (the surface
+    # signal also lifts a few genuinely inconsistent CoNLL-03 annotations)
     rank = {r["index"]: k for k, r in enumerate(sorted(recs, key=lambda r: -r["dep"]))}
-    assert max(rank[i] for i in flipped) < len(recs) // 10
+    assert sum(rank[i] < len(flipped) for i in flipped) >= 0.85 * len(flipped)
+    assert max(rank[i] for i in flipped) < 2 * len(flipped)
+    # "mislabeled" (the per-dataset threshold, expected F2 of the error probabilities) holds
+    # what it flags nearly all planted; with a confident model it flags nearly all of them, with
+    # a hesitant one only the clearest (the threshold is calibrated, the ranking is the signal)
+    flagged = {r["index"] for r in recs if r["category"] == "mislabeled"}
+    assert flagged and len(flagged & flipped) >= 0.8 * len(flagged)
+    if confidence == "near one-hot":
+        assert len(flagged & flipped) >= 0.9 * len(flipped)
 
 
 def test_scorer_and_error_model_options(small: tuple[Path, Path], tmp_path: Path) -> None:

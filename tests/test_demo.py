@@ -72,6 +72,7 @@ def test_demo_report_only_flags_the_planted_errors(tmp_path: Path) -> None:
     assert set(res) == {"metrics", "alerts", "tasks"}
     planted = _planted()
     idx2id = {t["index"]: t["id"] for t in res["tasks"]}
+    by_id = {t["id"]: t for t in res["tasks"]}
     alerts = {a["name"]: set(a["task_ids"]) for a in res["alerts"]}
     flagged = set().union(*alerts.values())
     caught = 0
@@ -89,6 +90,17 @@ def test_demo_report_only_flags_the_planted_errors(tmp_path: Path) -> None:
     assert sum(i in likely for i in wrong) >= 0.7 * len(wrong)
     all_planted = {idx2id[i] for k in KINDS for i in planted[k]}
     assert len(likely & all_planted) >= 0.9 * len(likely)
+    # DEP alone (not the union of alerts, where the annotator alert covers most of the sloppy
+    # annotator's errors by itself) ranks the planted errors of every kind first: each kind
+    # within the top 2K tasks by DEP (K = the planted tasks of the four kinds), and most of
+    # them within the top K
+    dep_rank = {tid: k for k, tid in enumerate(sorted(
+        by_id, key=lambda i: -(by_id[i]["dep"] if by_id[i]["dep"] is not None else -1.0)))}
+    four = {k: [idx2id[i] for i in planted[k]] for k in KINDS[:4]}
+    K = len(set().union(*four.values()))
+    for kind, ids in four.items():
+        assert max(dep_rank[i] for i in ids) < 2 * K, (kind, sorted(dep_rank[i] for i in ids))
+    assert sum(dep_rank[i] < K for ids in four.values() for i in ids) >= 0.8 * K
     # planted tasks rank high: their mean DEP is well above the clean tasks' mean DEP
     planted_ids = {idx2id[i] for k in KINDS[:4] for i in planted[k]}
     dep = {t["id"]: t["dep"] for t in res["tasks"] if t["dep"] is not None}

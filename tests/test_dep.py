@@ -155,6 +155,25 @@ def test_missed_gold_span_kind(scorer: str) -> None:
     assert r.scorer == scorer
 
 
+@pytest.mark.parametrize("scorer", ["model", "signals"])
+@pytest.mark.parametrize("entity_p", [0.6, 0.8])
+def test_errors_rank_first_at_moderate_confidence(small: tuple[Dataset, list[np.ndarray]],
+                                                  scorer: str, entity_p: float) -> None:
+    """A model sure of O but only 0.6-0.8 sure of its entities (as a trained tagger often is):
+    the wrong tag (task 2) and the missed entity (task 3) still have the two highest DEP."""
+    ds, _ = small
+    cols = ([BP, O, O, BL, O], [BP, O, BL, IL, O], [BL, O, O], [O, O, O, BL], [BP, O])
+    probs = []
+    for c in cols:
+        a = onehot(list(c), p=0.999)
+        ent = np.asarray(c) != O
+        a[ent] = onehot([x for x in c if x != O], p=entity_p)
+        probs.append(a)
+    r = compute_dep(ds, probs, tags=TAGS, scorer=scorer)  # type: ignore[arg-type]
+    assert set(np.argsort(-r.task_dep)[:2].tolist()) == {2, 3}
+    assert r.spans.kind.tolist().count("wrong_tag") == 1
+
+
 def test_dep_grows_with_model_confidence(small: tuple[Dataset, list[np.ndarray]]) -> None:
     ds, _ = small
     cols = ([BP, O, O, BL, O], [BP, O, BL, IL, O], [BL, O, O], [O, O, O, BL], [BP, O])
