@@ -8,7 +8,7 @@ columns over the filtered tasks, so nothing is precomputed per filter and the un
 figures equal the analysis's own (pinned by the browser tests).
 
 Scale: per task ~100 bytes plus its text (cut at :data:`TEXT_CHARS`), per span ~25 bytes; a
-14,041-task CoNLL-03 report is ~4 MB of data next to ~4.8 MB of plotly.js.  Above
+14,041-task CoNLL-03 report is ~3 MB of data next to 1.5 MB of plotly.js.  Above
 ``max_tasks`` tasks the console keeps the flagged tasks, the sample sections and then the
 highest-DEP tasks up to the cap, says so in a banner, and computes its charts over those; the
 summary and the alerts stay whole-dataset figures.
