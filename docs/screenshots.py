@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from browser import chromium, console_errors, open_report  # noqa: E402
+from browser import chromium, console_errors, open_report
 
 
 def main(report: str, out: str) -> None:
