@@ -553,3 +553,28 @@ def test_push_reads_the_consoles_csv(tmp_path: Path) -> None:
     f.write_text("id,dep\n4,0.1\n")
     with pytest.raises(ValueError, match="no task_id column"):
         read_task_ids(str(f))
+
+
+def test_gold_only_console_has_no_model_charts(tmp_path: Path) -> None:
+    """Without probabilities or stored predictions there is no F1 or confusion to draw: the
+    console says so instead of showing zeros, and the annotation-side views still filter."""
+    need_browser()
+    ds, _, _ = _dataset()
+    res = analyze_dataset(ds)
+    d = res.to_dict()
+    for t in d["tasks"]:
+        t["text"] = res.corpus.texts[t["index"]]
+    spans = span_columns(res.corpus, None)
+    page = write_report(d, tmp_path / "r.html", spans=spans)
+    html = page.read_text(encoding="utf-8")
+    assert 'id="ch-f1"' not in html and 'id="ch-confusion"' not in html
+    assert "no model output" in html
+    with chromium() as driver:
+        open_report(driver, page)
+        bars = driver.find_elements("css selector", "#ch-count .point path")
+        labels = list(reversed(spans["labels"]))
+        _click(driver, bars[labels.index("ORG")])
+        assert set(_shown(driver)) == {100 + r for r in _ids_with_label(spans, "ORG")}
+        row = driver.find_element("css selector", "#tasks-body tr")
+        assert not row.find_elements("css selector", ".line.mod")  # no model line
+        assert console_errors(driver) == []

@@ -341,8 +341,9 @@
     for (i = 0; i < M.x.length; i++) (mask[G.t[M.g[i]]] ? rows.inF : rows.out).push(i);
     function hover(ix) {
       return ix.map(function (j) {
-        var g = M.g[j], k = G.k[g];
-        return '“' + esc(T.text[G.t[g]].slice(G.s[g], G.e[g])) + '” ' + L[G.l[g]] +
+        var g = M.g[j], k = G.k[g], p = pairOfGold[g];
+        return '“' + esc(T.text[G.t[g]].slice(G.s[g], G.e[g])) + '” annotated ' + L[G.l[g]] +
+          (p !== undefined ? ', model ' + L[P.l[p]] : (k === 3 ? ', model: none' : '')) +
           (k >= 0 ? ' · ' + KW[KINDS[k]] : '') + '<br>DEP ' + f3(G.dep[g]) + ' · task ' + T.key[G.t[g]];
       });
     }

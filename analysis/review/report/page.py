@@ -231,11 +231,12 @@ def _chart(sid: str, title: str, note: str = "", extra: str = "") -> str:
             + (f'<p class="legend">{note}</p>' if note else "") + "</section>")
 
 
-def _charts(m: Mapping[str, Any], has_dep: bool, has_map: bool, map_note: str) -> str:
+def _charts(m: Mapping[str, Any], has_dep: bool, has_map: bool, map_note: str,
+            has_pred: bool) -> str:
     loss = (m.get("loss", {}) or {}).get("by_label")
-    out = [
+    no_pred = "no model output: analyze with --probs or --model, or tasks with predictions"
+    model_side = [
         _chart("f1", "F1 by class", "Click a bar: only tasks with a span of that class."),
-        _chart("count", "Annotated spans by class"),
         _chart("errors", "Error kinds by class", KIND_LEGEND),
         _chart("pairs", "Top misclassified pairs (annotated → predicted)",
                "Click a bar: only tasks with that confusion."),
@@ -244,6 +245,11 @@ def _charts(m: Mapping[str, Any], has_dep: bool, has_map: bool, map_note: str) -
                '<label class="opt"><input type="checkbox" id="conf-diag"'
                + (" checked" if (m.get("confusion") or {}).get("zero_diagonal") else "")
                + "> errors only (diagonal removed)</label>"),
+    ] if has_pred else [_section("F1, error kinds, confusion", empty(no_pred), "f1")]
+    out = [
+        *model_side[:1],
+        _chart("count", "Annotated spans by class"),
+        *model_side[1:],
         _chart("dep", "DEP distribution (tasks)", "Click a bin: that DEP range.")
         if has_dep else _section("DEP distribution", empty("no DEP: analyze with --probs or "
                                                            "--model"), "dep"),
@@ -399,7 +405,8 @@ def render_report(
     map_note = (f"{(spanmap or {}).get('method', 'PCA')} of {len(data['map']['x'])} gold-span "
                 f"embeddings ({esc(extras.get('map_source') or 'span vectors')})."
                 if data["map"] else "")
-    parts += [_charts(m, has_dep, bool(data["map"]), map_note), _tasks_section(), _inspect(),
+    parts += [_charts(m, has_dep, bool(data["map"]), map_note, data["spans"]["has_pred"]),
+              _tasks_section(), _inspect(),
               _samples(result), _duplicates(m, ls_url, project_id), _model_sections(extras)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
