@@ -157,6 +157,11 @@ def start_label_studio(exe: str, data_dir: Path, token: str | None = None, *,
         "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
         "LATEST_VERSION_CHECK": "false",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        # no error reports to Sentry (nothing leaves the machine); and Label Studio 1.23 calls
+        # sentry_sdk.init(send_default_pii=...), which sentry-sdk 3 refuses: with a DSN set
+        # the server would not even start
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
     }
     log_f = open(data_dir / "label-studio.log", "wb")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(

@@ -16,9 +16,9 @@ Idempotent: a second push of the same analysis changes nothing.  ``--dry-run`` p
 
 ``--view-tasks FILE --view TITLE`` does not analyse: it creates or updates one Data Manager
 view showing exactly the task ids of FILE (the console's "download the filtered tasks" CSV, or
-one id per line), in the file's order of DEP.  Titles starting with ``Review: `` are the alert
+one id per line), in the file's order of DEP.  Titles starting with "Review:" are the alert
 views (emptied when their alert stops firing) and are refused here; the console proposes
-``Console: <its filters>``.
+"Console: <its filters>".
 """
 
 from __future__ import annotations
