@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "bench": "context_type", "data": str(d), "sentences": len(orig.tasks),
         "errors": int(y.sum()), "span_type_errors": int(span_err.sum()),
-        "gold_spans": int(len(span_err)), "C": args.C,
+        "gold_spans": len(span_err), "C": args.C,
         "signal": "logistic regression on (MiniLM span embedding x gold label) -> CleanCoNLL "
                   "changed this span's type; sentence score = its highest span probability; "
                   "no model probabilities",
