@@ -68,20 +68,12 @@ def make_ls_json(conll: Path, dst: Path) -> Path:
     return dst
 
 
-def make_probs(conll: Path, dst: Path, *, seed: int = 0, flip: float = 0.03,
-               per_task: bool = False) -> Path:
-    """Peaked synthetic probabilities for every task of ``conll`` (columnar, or per task)."""
-    if dst.exists():
-        return dst
-    from analysis.formats import read_conll
-    from analysis.probs import ModelOutput, save_output
-    from analysis.tags import TagSet
-
-    corpus = read_conll(conll).corpus
-    ts = TagSet.for_labels(corpus.labels)
-    gold = corpus.gold_tags(ts)
+def peaked_probs(gold: np.ndarray, k: int, *, seed: int, flip: float) -> np.ndarray:
+    """(n, k) float32 probabilities peaked on the gold tag ids ``gold`` (n,): a ``flip``
+    share of tokens gets a uniformly random target, then softmax(N(0, 1) logits + U(2, 7) on
+    the target) — peaked but never one-hot.  Generated in chunks of 2**20 tokens."""
     rng = np.random.default_rng(seed)
-    n, k = gold.shape[0], len(ts)
+    n = gold.shape[0]
     target = gold.copy()
     fl = rng.random(n) < flip
     target[fl] = rng.integers(0, k, int(fl.sum()))
@@ -94,6 +86,21 @@ def make_probs(conll: Path, dst: Path, *, seed: int = 0, flip: float = 0.03,
         np.exp(z, out=z)
         z /= z.sum(axis=1, keepdims=True)
         probs[a:b] = z
+    return probs
+
+
+def make_probs(conll: Path, dst: Path, *, seed: int = 0, flip: float = 0.03,
+               per_task: bool = False) -> Path:
+    """Peaked synthetic probabilities for every task of ``conll`` (columnar, or per task)."""
+    if dst.exists():
+        return dst
+    from analysis.formats import read_conll
+    from analysis.probs import ModelOutput, save_output
+    from analysis.tags import TagSet
+
+    corpus = read_conll(conll).corpus
+    ts = TagSet.for_labels(corpus.labels)
+    probs = peaked_probs(corpus.gold_tags(ts), len(ts), seed=seed, flip=flip)
     out = ModelOutput(probs, corpus.token_offsets.copy(), np.ones(corpus.n_tasks, bool), ts)
     tmp = dst.with_name(dst.stem + ".tmp.npz")
     if per_task:

@@ -94,20 +94,11 @@ def synthetic_probs(ds: Any, *, flip: float, seed: int) -> tuple[list[np.ndarray
     """Per-task (n_tokens, n_tags) float32 probabilities from the gold tags of ``ds`` (the
     recipe of ``bench_cli_scale.make_probs``) and their tag set."""
     from analysis.tags import TagSet
+    from bench.bench_cli_scale import peaked_probs
 
     corpus = ds.corpus
     ts = TagSet.for_labels(corpus.labels)
-    gold = corpus.gold_tags(ts)
-    rng = np.random.default_rng(seed)
-    n, k = gold.shape[0], len(ts)
-    target = gold.copy()
-    fl = rng.random(n) < flip
-    target[fl] = rng.integers(0, k, int(fl.sum()))
-    z = rng.normal(0.0, 1.0, (n, k)).astype(np.float32)
-    z[np.arange(n), target] += rng.uniform(2, 7, n).astype(np.float32)
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
+    z = peaked_probs(corpus.gold_tags(ts), len(ts), seed=seed, flip=flip)
     off = np.asarray(corpus.token_offsets, dtype=np.int64)
     return [z[off[i]:off[i + 1]] for i in range(len(off) - 1)], ts
 
