@@ -91,6 +91,7 @@ class Inputs:
     output: Any = None  # analysis.probs.ModelOutput
     span_vectors: Any = None
     dep_source: str | None = None
+    model: Any = None  # the NerModel --model loaded (report's model views reuse it)
 
 
 def concat_datasets(datasets: list[Any], names: list[str]) -> Any:
@@ -205,7 +206,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
                                              device=args.device or args.settings.device)
     elif args.model:
         n_seen = check_in_sample(ds, args.model, allow=getattr(args, "allow_in_sample", False))
-        inp.output, inp.span_vectors = predict_with_model(
+        inp.output, inp.span_vectors, inp.model = predict_with_model(
             ds, args.model, device=args.device or args.settings.device,
             engine=engine)
         inp.dep_source = f"model {args.model}" + (
@@ -280,9 +281,9 @@ def check_in_sample(ds: Any, model_dir: str, *, allow: bool) -> int:
 
 
 def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto",
-                       engine: EngineOptions | None = None) -> tuple[Any, Any]:
-    """Runtime probabilities of every task (+ gold span embeddings for DEP and the span map);
-    with ``engine`` on Ray, the model pass runs on Ray Data."""
+                       engine: EngineOptions | None = None) -> tuple[Any, Any, Any]:
+    """Runtime probabilities of every task (+ gold span embeddings for DEP and the span map,
+    + the loaded model); with ``engine`` on Ray, the model pass runs on Ray Data."""
     import numpy as np
 
     from analysis.probs import ModelOutput
@@ -306,7 +307,7 @@ def predict_with_model(ds: Any, model_dir: str | None, *, device: str = "auto",
             and len(p.extra_embeddings)]
     vecs = np.concatenate(embs) if embs else None
     out = ModelOutput.from_arrays([p.probs for p in preds], TagSet(model.tags, model.scheme))
-    return out, vecs
+    return out, vecs, model
 
 
 def run_analysis(args: argparse.Namespace) -> tuple[Any, Inputs]:

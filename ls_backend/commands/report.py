@@ -81,17 +81,15 @@ MODEL_VIEW_TASKS = 300
 ACTIVATION_TASKS = 400
 
 
-def model_extras(model_dir: str, corpus: Any, rows: list[int], *, device: str = "auto",
-                 layer: int | None = None, seed: int = 0) -> dict[str, Any]:
+def model_extras(model: Any, corpus: Any, rows: list[int], *, layer: int | None = None,
+                 seed: int = 0) -> dict[str, Any]:
     """The runtime's views for the console: the subword view of ``rows`` (first
     :data:`MODEL_VIEW_TASKS`) and the NMF components of one layer's FFN activations over those
     rows plus a seeded sample (:data:`ACTIVATION_TASKS` tasks in all)."""
     import numpy as np
 
-    from ls_backend.runtime import NerModel
     from ls_backend.runtime.activations import activation_components, model_view
 
-    model = NerModel.load(model_dir, labels=list(corpus.labels), device=device)
     n = corpus.n_tasks
     words = [list(corpus.task_tokens(i).tokens) for i in range(n)]
     view_rows = [r for r in dict.fromkeys(rows) if words[r]][:MODEL_VIEW_TASKS]
@@ -156,8 +154,12 @@ def build_report(res: Any, inp: Any, *, out: str | Path, csv: str | None = None,
                     if (t["id"] if t["id"] is not None else t["index"]) in flagged]
         rows = key_rows + d["samples"]["by_loss"] + d["samples"]["random"]
         log.info("report: subword view and activations of %d tasks with %s", len(rows), model_dir)
-        extras.update(model_extras(model_dir, corpus, rows, device=device,
-                                   layer=activations_layer, seed=seed))
+        model = inp.model  # loaded once by the analysis's model pass
+        if model is None:
+            from ls_backend.runtime import NerModel
+
+            model = NerModel.load(model_dir, labels=list(corpus.labels), device=device)
+        extras.update(model_extras(model, corpus, rows, layer=activations_layer, seed=seed))
     else:
         extras["model_view_note"] = ("the subword view needs --model (the tokens the model "
                                      "reads are not known without it)")
