@@ -148,6 +148,8 @@ def console_payload(
     ann, annotators = _codes([t.get("annotator") for t in tasks])
     split, splits = _codes([t.get("split") for t in tasks])
     by_loss = {int(x["id"]): float(x["loss"]) for x in m.get("samples_by_loss") or []}
+    keys_all = [_key(t) for t in result.get("tasks", []) or []]  # before the cap
+    loss_rows = [int(r) for r in samples.get("by_loss") or []]
     keys = [_key(t) for t in tasks]
     smap = None
     if spanmap and spanmap.get("x"):
@@ -187,9 +189,8 @@ def console_payload(
                           ((m.get("loss", {}) or {}).get("by_label", {}) or {}).items()} or None,
         "samples": {"by_loss": rows(samples.get("by_loss") or []),
                     "random": rows(samples.get("random") or []),
-                    "loss": {str(row_map[i]): by_loss[k] for i, k in
-                             ((int(r), _key(result["tasks"][int(r)])) for r in
-                              samples.get("by_loss") or []) if k in by_loss and i in row_map}},
+                    "loss": {str(row_map[r]): by_loss[keys_all[r]] for r in loss_rows
+                             if r in row_map and keys_all[r] in by_loss}},
         "map": smap,
         "duplicates": {"groups": list(dups.get("groups") or [])},
         "agreement": [{"annotator": a["annotator"], "f1": a.get("f1_vs_others")} for a in
